@@ -53,9 +53,13 @@ class SourceEstimate(eqx.Module):
     src_pos : Array, shape (n_src, 3), m
     method : str (static)
     pick_ori : str or None (static)
+    status : pytree or None
+        Solver status for iterative methods (eLORETA: an ``EloretaStatus`` with
+        iterations, final relative change and a converged flag); None otherwise.
     """
 
     data: Array
     src_pos: Float[Array, "src 3"]
     method: str = eqx.field(static=True)
     pick_ori: str | None = eqx.field(static=True, default=None)
+    status: object = None
