@@ -1,0 +1,7 @@
+"""``python -m exg_jax demo``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
