@@ -1,18 +1,25 @@
 """EEG forward operators: ``ForwardOperator`` and spherical-head lead fields.
 
-OWNER: forward helper (``make_sphere_forward``, ``make_sphere_forward_free``).
-The ``ForwardOperator`` class is the agreed interface shared by all stages;
-``ForwardOperator.from_mne`` delegates to ``exg_jax._mne_interop`` (owned by the
-inverse helper).
+``make_sphere_forward`` (fixed orientation) and ``make_sphere_forward_free``
+(free orientation) compute the EEG lead field of current dipoles inside a
+concentric multi-shell sphere (``exg_jax.sphere.SphereModel``), with MNE-Python's
+physics: the Berg–Scherg equivalent-dipole approximation by default, or the
+exact multi-shell Legendre series (``method="exact"``).
 """
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
-from ._validate import check_option
+from . import _leadfield
+from ._validate import check_finite, check_option, check_shape, is_concrete
 
 
 class ForwardOperator(eqx.Module):
@@ -49,9 +56,13 @@ class ForwardOperator(eqx.Module):
         check_option("reference", self.reference, ("average", None))
         n_orient = 3 if self.orientation == "free" else 1
         if self.gain.ndim < 2:
-            raise ValueError(f"gain must be 2-D (chan, src * orient), got shape {self.gain.shape}.")
+            raise ValueError(
+                f"gain must be 2-D (chan, src * orient), got shape {self.gain.shape}."
+            )
         if self.src_pos.shape[-1] != 3:
-            raise ValueError(f"src_pos must have shape (n_src, 3), got {self.src_pos.shape}.")
+            raise ValueError(
+                f"src_pos must have shape (n_src, 3), got {self.src_pos.shape}."
+            )
         if self.gain.shape[-1] != n_orient * self.src_pos.shape[-2]:
             raise ValueError(
                 f"gain has {self.gain.shape[-1]} columns but {self.src_pos.shape[-2]} sources "
@@ -84,5 +95,401 @@ class ForwardOperator(eqx.Module):
         return forward_from_mne(fwd, reference=reference)
 
 
-def _as_float(x):
-    return jnp.asarray(x)
+# ---------------------------------------------------------------------------
+# Spherical-head EEG lead fields
+# ---------------------------------------------------------------------------
+
+_METHODS = ("berg_scherg", "exact")
+_REFERENCES = ("average", None)
+#: Default number of series terms for ``method="exact"`` when the geometry is
+#: traced (inside ``jit`` / ``vmap`` / ``grad``) and ``n_terms`` is not given.
+EXACT_TRACED_N_TERMS = 1000
+#: Relative truncation tolerance of the exact series (see ``_leadfield.exact_n_terms``).
+EXACT_TOL = 1e-12
+
+
+class BergScherg(NamedTuple):
+    """Berg–Scherg equivalent-dipole parameters in MNE-Python's convention.
+
+    ``mu`` (shape ``(n_fit,)``, dimensionless): position scalings; ``lam`` (shape
+    ``(n_fit,)``, 1/(S/m)): weights already divided by the scalp conductivity, as
+    MNE-Python stores them in ``sphere["mu"]`` and ``sphere["lambda"]``.
+    """
+
+    mu: Array
+    lam: Array
+
+
+def _inside_check(src_pos, electrodes, center, inner_radius):
+    """Kernel-side (traceable) geometry checks via ``eqx.error_if``."""
+    d_src = jnp.sqrt(jnp.sum((src_pos - center) ** 2, axis=-1))
+    src_pos = eqx.error_if(
+        src_pos,
+        jnp.any(d_src >= inner_radius),
+        "make_sphere_forward: a source lies at or outside the innermost shell.",
+    )
+    d_el = jnp.sqrt(jnp.sum((electrodes - center) ** 2, axis=-1))
+    electrodes = eqx.error_if(
+        electrodes,
+        jnp.any(d_el <= inner_radius),
+        "make_sphere_forward: an electrode lies at or inside the innermost shell.",
+    )
+    return src_pos, electrodes
+
+
+def _finish(v, src_nn, fixed: bool, reference):
+    """(E, S, 3) field -> gain (E, S) or (E, 3 S), scaled by 1/(4 pi), referenced."""
+    if fixed:
+        gain = jnp.einsum("esk,sk->es", v, src_nn)
+    else:
+        gain = v.reshape(v.shape[0], -1)
+    gain = gain * (0.25 / math.pi)
+    if reference == "average":
+        gain = _leadfield.average_reference(gain)
+    return gain
+
+
+@eqx.filter_jit
+def _berg_scherg_gain(
+    electrodes, src_pos, src_nn, center, inner_radius, mu, lam, fixed, reference
+):
+    src_pos, electrodes = _inside_check(src_pos, electrodes, center, inner_radius)
+    v = _leadfield.berg_scherg_field(electrodes - center, src_pos - center, mu, lam)
+    return _finish(v, src_nn, fixed, reference)
+
+
+@eqx.filter_jit
+def _exact_gain(electrodes, src_pos, src_nn, sphere, n_terms, fixed, reference):
+    from .sphere import sphere_series_coefficients
+
+    center, radii = sphere.center, sphere.radii
+    src_pos, electrodes = _inside_check(src_pos, electrodes, center, radii[0])
+    fn = sphere_series_coefficients(sphere, n_terms) / sphere.conductivities[-1]
+    v = _leadfield.series_field(electrodes - center, src_pos - center, fn)
+    return _finish(v, src_nn, fixed, reference)
+
+
+def _as_array(name, x, dtype=None):
+    try:
+        arr = jnp.asarray(x, dtype=dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} must be a numeric array, got {type(x).__name__}."
+        ) from err
+    if not jnp.issubdtype(arr.dtype, jnp.floating) and not jnp.issubdtype(
+        arr.dtype, jnp.integer
+    ):
+        raise ValueError(f"{name} must be a real array, got dtype {arr.dtype}.")
+    return arr
+
+
+def _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn: bool):
+    from .sphere import SphereModel
+
+    if not isinstance(sphere, SphereModel):
+        raise ValueError(
+            f"sphere must be an exg_jax.sphere.SphereModel, got {type(sphere).__name__}."
+        )
+    if sphere.radii.ndim != 1:
+        raise ValueError(
+            f"sphere must describe one model (radii of shape (n_shells,)), got radii of shape "
+            f"{sphere.radii.shape}; use jax.vmap over a batch of models."
+        )
+    check_shape("electrodes", electrodes, (None, 3))
+    check_shape("src_pos", src_pos, (None, 3))
+    if electrodes.shape[0] < 1:
+        raise ValueError("electrodes must contain at least one electrode.")
+    if src_pos.shape[0] < 1:
+        raise ValueError("src_pos must contain at least one source.")
+    check_finite("electrodes", electrodes)
+    check_finite("src_pos", src_pos)
+    if src_nn is None:
+        if need_nn:
+            raise ValueError("src_nn is required for a fixed-orientation forward.")
+    else:
+        check_shape("src_nn", src_nn, (src_pos.shape[0], 3))
+        check_finite("src_nn", src_nn)
+        if is_concrete(src_nn):
+            norms = np.linalg.norm(np.asarray(src_nn, dtype=float), axis=1)
+            bad = np.flatnonzero(np.abs(norms - 1.0) > 1e-3)
+            if bad.size:
+                raise ValueError(
+                    f"src_nn must hold unit vectors; {bad.size} row(s) are not, at indices "
+                    f"{bad[:20].tolist()}{' ...' if bad.size > 20 else ''} (norms "
+                    f"{norms[bad[:5]].tolist()})."
+                )
+    if is_concrete(src_pos, electrodes, sphere.center, sphere.radii):
+        c = np.asarray(sphere.center, dtype=float)
+        r_in = float(np.asarray(sphere.radii)[0])
+        d_src = np.linalg.norm(np.asarray(src_pos, dtype=float) - c, axis=1)
+        bad = np.flatnonzero(d_src >= r_in)
+        if bad.size:
+            raise ValueError(
+                f"{bad.size} source(s) lie at or outside the innermost shell (radius {r_in} m "
+                f"around {c.tolist()}): indices {bad[:50].tolist()}"
+                f"{' ...' if bad.size > 50 else ''} (distances {d_src[bad[:5]].tolist()} m). "
+                "MNE-Python would silently give them zero columns."
+            )
+        d_el = np.linalg.norm(np.asarray(electrodes, dtype=float) - c, axis=1)
+        bad = np.flatnonzero(d_el <= r_in)
+        if bad.size:
+            raise ValueError(
+                f"{bad.size} electrode(s) lie at or inside the innermost shell (radius {r_in} m): "
+                f"indices {bad[:50].tolist()} (distances {d_el[bad[:5]].tolist()} m)."
+            )
+
+
+def _resolve_berg_scherg(sphere, berg_scherg, dtype):
+    if berg_scherg is None:
+        from .sphere import berg_scherg_params
+
+        fit = berg_scherg_params(sphere)
+        mu, lam = fit.mu, fit.lam
+    else:
+        try:
+            mu, lam = berg_scherg
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                "berg_scherg must be a pair (mu, lam) of 1-D arrays."
+            ) from err
+        mu, lam = _as_array("berg_scherg mu", mu), _as_array("berg_scherg lam", lam)
+        if mu.ndim != 1 or mu.shape != lam.shape or mu.shape[0] < 1:
+            raise ValueError(
+                f"berg_scherg (mu, lam) must be 1-D arrays of equal length >= 1, got shapes "
+                f"{mu.shape} and {lam.shape}."
+            )
+        check_finite("berg_scherg mu", mu)
+        check_finite("berg_scherg lam", lam)
+        if is_concrete(mu) and np.any(np.abs(np.asarray(mu)) > 1.0):
+            raise ValueError(
+                f"berg_scherg mu must lie in [-1, 1], got {np.asarray(mu)!r}."
+            )
+    return mu.astype(dtype), lam.astype(dtype)
+
+
+def _exact_terms(electrodes, src_pos, sphere, n_terms):
+    if n_terms is not None:
+        if (
+            isinstance(n_terms, bool)
+            or not isinstance(n_terms, (int, np.integer))
+            or n_terms < 1
+        ):
+            raise ValueError(f"n_terms must be a positive integer, got {n_terms!r}.")
+        return int(n_terms)
+    if is_concrete(electrodes, src_pos, sphere.center):
+        c = np.asarray(sphere.center, dtype=float)
+        d_src = np.linalg.norm(np.asarray(src_pos, dtype=float) - c, axis=1)
+        d_el = np.linalg.norm(np.asarray(electrodes, dtype=float) - c, axis=1)
+        return _leadfield.exact_n_terms(float(d_src.max() / d_el.min()), EXACT_TOL)
+    return EXACT_TRACED_N_TERMS
+
+
+def _sphere_forward(
+    electrodes, src_pos, src_nn, sphere, reference, method, berg_scherg, n_terms, fixed
+):
+    check_option("reference", reference, _REFERENCES)
+    check_option("method", method, _METHODS)
+    electrodes = _as_array("electrodes", electrodes)
+    src_pos = _as_array("src_pos", src_pos)
+    if src_nn is not None:
+        src_nn = _as_array("src_nn", src_nn)
+    _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn=fixed)
+    leaves = [electrodes, src_pos, sphere.radii, sphere.conductivities, sphere.center]
+    if src_nn is not None:
+        leaves.append(src_nn)
+    dtype = jnp.result_type(*leaves)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        dtype = jnp.result_type(dtype, jnp.float32)
+    electrodes = electrodes.astype(dtype)
+    src_pos = src_pos.astype(dtype)
+    src_nn = None if src_nn is None else src_nn.astype(dtype)
+    sph = jax.tree_util.tree_map(lambda a: jnp.asarray(a).astype(dtype), sphere)
+    if method == "berg_scherg":
+        if n_terms is not None:
+            raise ValueError("n_terms applies to method='exact' only.")
+        mu, lam = _resolve_berg_scherg(sph, berg_scherg, dtype)
+        gain = _berg_scherg_gain(
+            electrodes,
+            src_pos,
+            src_nn,
+            sph.center,
+            sph.radii[0],
+            mu,
+            lam,
+            fixed,
+            reference,
+        )
+    else:
+        if berg_scherg is not None:
+            raise ValueError(
+                "berg_scherg parameters apply to method='berg_scherg' only."
+            )
+        n = _exact_terms(electrodes, src_pos, sph, n_terms)
+        gain = _exact_gain(electrodes, src_pos, src_nn, sph, n, fixed, reference)
+    return ForwardOperator(
+        gain=gain,
+        src_pos=src_pos,
+        src_nn=src_nn,
+        orientation="fixed" if fixed else "free",
+        reference=reference,
+        ch_pos=electrodes,
+    )
+
+
+def make_sphere_forward(
+    electrodes,
+    src_pos,
+    src_nn,
+    sphere,
+    *,
+    reference="average",
+    method="berg_scherg",
+    berg_scherg=None,
+    n_terms=None,
+) -> ForwardOperator:
+    """EEG lead field of fixed-orientation dipoles in a multi-shell sphere.
+
+    Parameters
+    ----------
+    electrodes : Array, shape (n_elec, 3), m
+        Electrode positions (head frame), used as given (see Notes).
+    src_pos : Array, shape (n_src, 3), m
+        Dipole positions, strictly inside the innermost shell.
+    src_nn : Array, shape (n_src, 3)
+        Unit dipole orientations.
+    sphere : SphereModel
+        The head model (radii, conductivities, centre).
+    reference : {"average", None}
+        ``"average"`` subtracts the electrode mean from every column; ``None``
+        gives potentials against infinity.
+    method : {"berg_scherg", "exact"}
+        ``"berg_scherg"``: MNE-Python's equivalent-dipole approximation (default);
+        ``"exact"``: the full multi-shell Legendre series.
+    berg_scherg : tuple of Array, shape (n_fit,) each, optional
+        Explicit ``(mu, lam)`` in MNE-Python's convention (``sphere["mu"]``,
+        ``sphere["lambda"]``: ``lam`` already divided by the scalp conductivity).
+        Default: ``exg_jax.sphere.berg_scherg_params(sphere)``. Passing them
+        avoids refitting in a loop (then the gain does not depend on the
+        sphere's radii and conductivities, except through the checks).
+    n_terms : int, optional
+        Number of series terms for ``method="exact"`` (static). Default: the
+        smallest number whose tail bound is below ``EXACT_TOL`` = 1e-12 relative
+        (see Notes), or ``EXACT_TRACED_N_TERMS`` = 1000 when the geometry is traced.
+
+    Returns
+    -------
+    ForwardOperator
+        ``orientation="fixed"``, gain of shape ``(n_elec, n_src)`` in V/(A·m).
+
+    Raises
+    ------
+    ValueError
+        Bad shapes, NaN/Inf, non-unit normals, unknown options, a source at or
+        outside the innermost shell (the message lists the indices; MNE-Python
+        silently gives such sources zero columns) or an electrode at or inside it.
+        Inside ``jax.jit`` the geometry checks are ``eqx.error_if`` runtime errors.
+
+    Notes
+    -----
+    Equivalent to ``mne.make_forward_solution(info, None, src, sphere,
+    eeg=True, meg=False)`` with a discrete source space and a sphere model from
+    ``mne.make_sphere_model``, followed by the average reference and
+    ``mne.convert_forward_solution(..., force_fixed=True)`` along ``src_nn``.
+
+    Positions are taken relative to ``sphere.center``. With ``b = |x| / R`` (``x``
+    the dipole position, ``R`` the electrode's distance from the centre) and
+    ``c`` the cosine of the angle between them, the multi-shell potential of a
+    dipole ``q`` is::
+
+        V = q . grad_x sum_{n>=1} f_n / (4 pi sigma_N R) (2n+1)/n b**n P_n(c)
+
+    with ``f_n`` the exact series coefficients of the shells
+    (``exg_jax.sphere.sphere_series_coefficients``, from the relative radii and
+    conductivities; ``f_n = 1`` for a homogeneous sphere) and ``sigma_N`` the
+    scalp conductivity. Berg–Scherg replaces ``f_n / sigma_N`` by
+    ``sum_j lam_j mu_j**(n-1)``: dipoles at ``mu_j x`` with weights ``lam_j`` in a
+    homogeneous sphere, each summed in closed form (Zhang 1995; for ``b < 1e-4``
+    the first three series terms are used, which avoids cancellation and keeps
+    the centre point finite). The exact series is summed with ``n_terms`` terms
+    (Legendre recurrence); the default makes the tail bound
+    ``(2N+3)(N+2) b**N / (6 (1-b))`` (relative to the first term) below 1e-12
+    for the largest ``b`` of the problem.
+
+    The kernels are pure JAX: ``jit``-, ``vmap``- (e.g. over a batch of
+    ``SphereModel``) and ``grad``-compatible (w.r.t. electrodes, sources,
+    radii, conductivities and centre; for Berg–Scherg the radii and
+    conductivities act through ``berg_scherg_params``' implicit gradient).
+    The result follows the inputs' dtype.
+    """
+    if src_nn is None:
+        raise ValueError("src_nn is required for a fixed-orientation forward.")
+    return _sphere_forward(
+        electrodes,
+        src_pos,
+        src_nn,
+        sphere,
+        reference,
+        method,
+        berg_scherg,
+        n_terms,
+        fixed=True,
+    )
+
+
+def make_sphere_forward_free(
+    electrodes,
+    src_pos,
+    sphere,
+    *,
+    src_nn=None,
+    reference="average",
+    method="berg_scherg",
+    berg_scherg=None,
+    n_terms=None,
+) -> ForwardOperator:
+    """EEG lead field of free-orientation dipoles in a multi-shell sphere.
+
+    Parameters
+    ----------
+    electrodes : Array, shape (n_elec, 3), m
+        Electrode positions (head frame), used as given, as MNE-Python does (not
+        projected onto the scalp sphere; see ``make_sphere_forward``).
+    src_pos : Array, shape (n_src, 3), m
+        Dipole positions, strictly inside the innermost shell.
+    sphere : SphereModel
+        The head model.
+    src_nn : Array, shape (n_src, 3), optional
+        Unit source normals, kept in the result for surface-oriented (loose /
+        fixed / ``pick_ori="normal"``) inverses; they do not change the gain.
+    reference, method, berg_scherg, n_terms
+        As in ``make_sphere_forward``.
+
+    Returns
+    -------
+    ForwardOperator
+        ``orientation="free"``, gain of shape ``(n_elec, 3 * n_src)`` in V/(A·m),
+        columns ordered (s0x, s0y, s0z, s1x, ...) as in MNE-Python.
+
+    Raises
+    ------
+    ValueError
+        As ``make_sphere_forward``.
+
+    Notes
+    -----
+    Equivalent to ``mne.make_forward_solution(info, None, src, sphere,
+    eeg=True, meg=False)`` (free orientation, discrete source space, sphere
+    model from ``mne.make_sphere_model``) followed by the average reference.
+    Physics and numerics: see ``make_sphere_forward``.
+    """
+    return _sphere_forward(
+        electrodes,
+        src_pos,
+        src_nn,
+        sphere,
+        reference,
+        method,
+        berg_scherg,
+        n_terms,
+        fixed=False,
+    )
