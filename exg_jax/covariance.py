@@ -1,12 +1,24 @@
-"""Noise covariance estimation (``NoiseCov``).
+"""Noise covariance estimation (``NoiseCov``, ``compute_covariance``).
 
-OWNER: inverse helper. The ``NoiseCov`` class is the agreed interface.
+Estimators follow scikit-learn's conventions (divisor ``N``, Ledoit-Wolf
+automatic shrinkage towards ``μ I``) so that results can be checked against
+``sklearn.covariance`` directly.
 """
 
 from __future__ import annotations
 
+from functools import partial
+
 import equinox as eqx
+import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
+
+from ._validate import check_finite, check_option, check_range
+
+__all__ = ["NoiseCov", "compute_covariance", "compute_covariance_epochs"]
+
+_METHODS = ("empirical", "ledoit_wolf", "diagonal")
 
 
 class NoiseCov(eqx.Module):
@@ -22,3 +34,119 @@ class NoiseCov(eqx.Module):
 
     data: Float[Array, "chan chan"]
     nfree: int = eqx.field(static=True, default=1)
+
+
+def _lw_shrinkage(x):
+    """Ledoit-Wolf optimal shrinkage of centred samples ``x`` (n_samples, n_features)."""
+    n, p = x.shape
+    x2 = x * x
+    emp_trace = jnp.sum(x2, axis=0) / n
+    mu = jnp.sum(emp_trace) / p
+    beta_ = jnp.sum(x2.T @ x2)
+    delta_ = jnp.sum((x.T @ x) ** 2) / n**2
+    beta = (beta_ / n - delta_) / (p * n)
+    delta = (delta_ - 2.0 * mu * jnp.sum(emp_trace) + p * mu**2) / p
+    beta = jnp.minimum(beta, delta)
+    ok = beta != 0
+    return jnp.where(ok, beta / jnp.where(delta != 0, delta, 1.0), 0.0)
+
+
+@partial(jax.jit, static_argnames=("method", "fixed"))
+def _cov_kernel(x, shrinkage, method, fixed):
+    # x: centred samples (n_samples, n_features)
+    n, p = x.shape
+    emp = (x.T @ x) / n
+    if method == "empirical":
+        return emp
+    if method == "diagonal":
+        return jnp.diag(jnp.diagonal(emp))
+    mu = jnp.trace(emp) / p
+    if p == 1:
+        return emp
+    alpha = shrinkage if fixed else _lw_shrinkage(x)
+    return (1.0 - alpha) * emp + alpha * mu * jnp.eye(p, dtype=x.dtype)
+
+
+def _validate(method, shrinkage):
+    check_option("method", method, _METHODS)
+    if shrinkage is not None:
+        if method != "ledoit_wolf":
+            raise ValueError(
+                f"shrinkage={shrinkage!r} is only used with method='ledoit_wolf', "
+                f"got method={method!r}."
+            )
+        check_range("shrinkage", shrinkage, 0.0, 1.0)
+
+
+def compute_covariance(
+    data: Float[Array, "chan time"],
+    method: str = "ledoit_wolf",
+    shrinkage: float | None = None,
+) -> NoiseCov:
+    """Noise covariance of continuous sensor data.
+
+    Parameters
+    ----------
+    data : Array, shape (n_chan, n_times), V
+        Sensor noise samples.
+    method : {"ledoit_wolf", "empirical", "diagonal"}
+        ``"empirical"``: ``(1/N) Σ (x − x̄)(x − x̄)ᵀ`` (scikit-learn's
+        ``empirical_covariance``); ``"ledoit_wolf"``: ``(1 − α) C + α μ I`` with
+        ``μ = tr(C)/n`` and the Ledoit–Wolf (2004) optimal ``α`` when
+        ``shrinkage`` is None (scikit-learn's ``ledoit_wolf``), else
+        ``α = shrinkage``; ``"diagonal"``: the diagonal of the empirical one.
+    shrinkage : float in [0, 1] or None
+        Fixed shrinkage for ``"ledoit_wolf"``.
+
+    Returns
+    -------
+    cov : NoiseCov
+        ``data`` (n_chan, n_chan) in V², ``nfree = n_times``.
+    """
+    _validate(method, shrinkage)
+    check_finite("data", data)
+    data = jnp.asarray(data)
+    if data.ndim != 2:
+        raise ValueError(f"data must be 2-D (n_chan, n_times), got shape {data.shape}.")
+    x = data.T
+    x = x - jnp.mean(x, axis=0, keepdims=True)
+    alpha = jnp.asarray(0.0 if shrinkage is None else shrinkage, dtype=x.dtype)
+    c = _cov_kernel(x, alpha, method, shrinkage is not None)
+    return NoiseCov(c, nfree=int(data.shape[1]))
+
+
+def compute_covariance_epochs(
+    epochs: Float[Array, "epoch chan time"],
+    method: str = "ledoit_wolf",
+    shrinkage: float | None = None,
+) -> NoiseCov:
+    """Noise covariance pooled over epochs.
+
+    Each epoch's per-channel mean is removed, the samples of all epochs are
+    pooled, and the estimator of :func:`compute_covariance` is applied to the
+    pooled (already centred) samples with divisor the total number of samples
+    ``n_epochs * n_times`` (scikit-learn with ``assume_centered=True``).
+
+    Parameters
+    ----------
+    epochs : Array, shape (n_epochs, n_chan, n_times), V
+    method, shrinkage
+        As :func:`compute_covariance`.
+
+    Returns
+    -------
+    cov : NoiseCov
+        ``nfree = n_epochs * n_times``.
+    """
+    _validate(method, shrinkage)
+    check_finite("epochs", epochs)
+    epochs = jnp.asarray(epochs)
+    if epochs.ndim != 3:
+        raise ValueError(
+            f"epochs must be 3-D (n_epochs, n_chan, n_times), got shape {epochs.shape}."
+        )
+    x = epochs - jnp.mean(epochs, axis=2, keepdims=True)
+    x = jnp.transpose(x, (0, 2, 1)).reshape(-1, epochs.shape[1])
+    alpha = jnp.asarray(0.0 if shrinkage is None else shrinkage, dtype=x.dtype)
+    c = _cov_kernel(x, alpha, method, shrinkage is not None)
+    return NoiseCov(c, nfree=int(x.shape[0]))

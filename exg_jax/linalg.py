@@ -1,0 +1,312 @@
+"""Dense linear algebra with gradients that stay finite on degenerate spectra.
+
+JAX's own derivative rules for ``svd`` and ``eigh`` divide by differences of
+(squared) singular values / eigenvalues, and by the singular values
+themselves, so a repeated or zero one gives ``inf`` or ``NaN`` gradients even
+when the loss does not depend on the ill-defined part of the decomposition.
+The functions here carry custom JVPs in which those divisions are guarded:
+pairs of (numerically) equal values and (numerically) zero singular values
+contribute nothing, which is the exact derivative of every quantity that is
+invariant to the choice of basis inside a degenerate subspace (matrix
+functions, projectors, the minimum-norm kernels built from them).
+
+The average-reference problem is handled without any degenerate
+decomposition at all: :func:`average_reference_basis` gives a fixed,
+data-independent orthonormal basis ``Q`` (``n × (n-1)``) of the sum-zero
+subspace, the covariance is reduced to ``Qᵀ C Q`` (full rank ``n - 1``) and the
+whitener is ``(Qᵀ C Q)^(-1/2) Qᵀ``; no zero eigenvalue is ever differentiated.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = [
+    "average_reference_basis",
+    "compute_whitener",
+    "eigh_sorted",
+    "inv_sqrtm_sym",
+    "sqrtm_sym",
+    "svd_thin",
+]
+
+
+def _rel_tol(dtype) -> float:
+    return float(jnp.finfo(dtype).eps) * 10.0
+
+
+def _safe_recip(x, tol):
+    """1/x where |x| > tol, else 0 (double-where: finite gradients)."""
+    ok = jnp.abs(x) > tol
+    return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------- #
+# SVD
+# --------------------------------------------------------------------------- #
+@jax.custom_jvp
+def _svd_wide(a):
+    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+    return u, s, vt
+
+
+@_svd_wide.defjvp
+def _svd_wide_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    u, s, vt = _svd_wide(a)
+    v = vt.T
+    s2 = s * s
+    tol = _rel_tol(a.dtype) * jnp.maximum(s2[0], jnp.finfo(a.dtype).tiny)
+    f = _safe_recip(s2[None, :] - s2[:, None], tol)  # F_ij = 1 / (s_j^2 - s_i^2)
+    f = f * (1.0 - jnp.eye(s.shape[0], dtype=a.dtype))
+    dp = u.T @ da @ v
+    ds = jnp.diagonal(dp)
+    s_mat = s[None, :]
+    du = u @ (f * (dp * s_mat + s[:, None] * dp.T))
+    s_inv = _safe_recip(s, jnp.sqrt(tol))
+    dv = v @ (f * (s[:, None] * dp + dp.T * s_mat))
+    dv = dv + (da.T @ u - v @ (v.T @ (da.T @ u))) * s_inv[None, :]
+    return (u, s, vt), (du, ds, dv.T)
+
+
+def svd_thin(
+    a: Float[Array, "m n"],
+) -> tuple[Float[Array, "m k"], Float[Array, " k"], Float[Array, "k n"]]:
+    """Thin SVD ``a = u @ diag(s) @ vt`` with degenerate-safe derivatives.
+
+    Parameters
+    ----------
+    a : Array, shape (m, n)
+        Real matrix.
+
+    Returns
+    -------
+    u : Array, shape (m, k)
+    s : Array, shape (k,)
+        Singular values, descending, ``k = min(m, n)``.
+    vt : Array, shape (k, n)
+
+    Notes
+    -----
+    Equivalent to ``numpy.linalg.svd(a, full_matrices=False)``. The JVP is the
+    standard one (Townsend 2016) with ``F_ij = 1 / (s_j² − s_i²)`` and ``1/s_i``
+    replaced by 0 where the denominator is below ``10 ε s_max²`` (resp.
+    ``√(10 ε) s_max``): derivatives of basis-invariant functions of the
+    decomposition are exact and finite for repeated or zero singular values.
+    """
+    if a.shape[0] <= a.shape[1]:
+        return _svd_wide(a)
+    u, s, vt = _svd_wide(a.T)
+    return vt.T, s, u.T
+
+
+# --------------------------------------------------------------------------- #
+# Symmetric eigendecomposition
+# --------------------------------------------------------------------------- #
+@jax.custom_jvp
+def _eigh_desc(a):
+    w, v = jnp.linalg.eigh(a)
+    return w[::-1], v[:, ::-1]
+
+
+@_eigh_desc.defjvp
+def _eigh_desc_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    w, v = _eigh_desc(a)
+    da = 0.5 * (da + da.T)
+    dp = v.T @ da @ v
+    scale = jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny)
+    f = _safe_recip(w[None, :] - w[:, None], _rel_tol(a.dtype) * scale)
+    f = f * (1.0 - jnp.eye(w.shape[0], dtype=a.dtype))
+    return (w, v), (jnp.diagonal(dp), v @ (f * dp))
+
+
+def eigh_sorted(
+    a: Float[Array, "... n n"],
+) -> tuple[Float[Array, "... n"], Float[Array, "... n n"]]:
+    """Eigendecomposition of symmetric matrices, eigenvalues in DESCENDING order.
+
+    Parameters
+    ----------
+    a : Array, shape (..., n, n)
+        Symmetric matrices (leading axes are batch axes).
+
+    Returns
+    -------
+    w : Array, shape (..., n)
+        Eigenvalues, largest first.
+    v : Array, shape (..., n, n)
+        Eigenvectors in the columns, ``a = v @ diag(w) @ vᵀ``.
+
+    Notes
+    -----
+    The eigenvector derivative ``V (F ∘ Vᵀ dA V)``, ``F_ij = 1/(w_j − w_i)``, is
+    guarded: (numerically) equal eigenvalue pairs contribute zero.
+    """
+    return jnp.vectorize(_eigh_desc, signature="(n,n)->(n),(n,n)")(a)
+
+
+# --------------------------------------------------------------------------- #
+# Matrix functions of symmetric PSD matrices (Daleckii-Krein derivative)
+# --------------------------------------------------------------------------- #
+def _sqrt_fn(w, tol):
+    return jnp.sqrt(jnp.where(w > tol, w, 0.0))
+
+
+def _inv_sqrt_fn(w, tol):
+    ok = w > tol
+    return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, w, 1.0)), 0.0)
+
+
+def _sqrt_deriv(w, tol):
+    ok = w > tol
+    return jnp.where(ok, 0.5 / jnp.sqrt(jnp.where(ok, w, 1.0)), 0.0)
+
+
+def _inv_sqrt_deriv(w, tol):
+    ok = w > tol
+    wc = jnp.where(ok, w, 1.0)
+    return jnp.where(ok, -0.5 / (wc * jnp.sqrt(wc)), 0.0)
+
+
+def _make_sym_fn(fn, dfn):
+    @jax.custom_jvp
+    def mat_fn(a):
+        w, v = jnp.linalg.eigh(a)
+        tol = _rel_tol(a.dtype) * jnp.maximum(
+            jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny
+        )
+        return (v * fn(w, tol)[None, :]) @ v.T
+
+    @mat_fn.defjvp
+    def mat_fn_jvp(primals, tangents):
+        (a,), (da,) = primals, tangents
+        w, v = jnp.linalg.eigh(a)
+        tol = _rel_tol(a.dtype) * jnp.maximum(
+            jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny
+        )
+        fw = fn(w, tol)
+        dw = w[:, None] - w[None, :]
+        close = jnp.abs(dw) <= tol
+        # divided differences; f'(w_i) on (near-)ties, including the diagonal
+        g = jnp.where(
+            close,
+            dfn(w, tol)[:, None],
+            (fw[:, None] - fw[None, :]) / jnp.where(close, 1.0, dw),
+        )
+        da = 0.5 * (da + da.T)
+        out = (v * fw[None, :]) @ v.T
+        return out, v @ (g * (v.T @ da @ v)) @ v.T
+
+    return mat_fn
+
+
+_sqrtm_one = _make_sym_fn(_sqrt_fn, _sqrt_deriv)
+_inv_sqrtm_one = _make_sym_fn(_inv_sqrt_fn, _inv_sqrt_deriv)
+
+
+def sqrtm_sym(a: Float[Array, "... n n"]) -> Float[Array, "... n n"]:
+    """Symmetric square root of symmetric PSD matrices (batched over leading axes).
+
+    Eigenvalues below ``10 ε max|w|`` are treated as zero. The derivative uses
+    the Daleckii–Krein divided differences, finite for repeated eigenvalues.
+    Equivalent to ``scipy.linalg.sqrtm`` on PSD input.
+    """
+    return jnp.vectorize(_sqrtm_one, signature="(n,n)->(n,n)")(a)
+
+
+def inv_sqrtm_sym(a: Float[Array, "... n n"]) -> Float[Array, "... n n"]:
+    """Symmetric pseudo-inverse square root ``A^(-1/2)`` (batched over leading axes).
+
+    Eigenvalues below ``10 ε max|w|`` are dropped (pseudo-inverse). Derivative
+    by Daleckii–Krein divided differences (finite for repeated eigenvalues).
+    """
+    return jnp.vectorize(_inv_sqrtm_one, signature="(n,n)->(n,n)")(a)
+
+
+# --------------------------------------------------------------------------- #
+# Whitening
+# --------------------------------------------------------------------------- #
+def average_reference_basis(n: int, dtype=np.float64) -> np.ndarray:
+    """Orthonormal basis of the sum-zero subspace of R^n (Helmert contrasts).
+
+    Returns
+    -------
+    q : ndarray, shape (n, n - 1)
+        ``qᵀ q = I``, ``qᵀ 1 = 0`` and ``q qᵀ = I − 1 1ᵀ / n`` (the EEG
+        average-reference projector). Data-independent, so never differentiated.
+    """
+    q = np.zeros((n, n - 1), dtype=np.float64)
+    for k in range(1, n):
+        q[:k, k - 1] = 1.0
+        q[k, k - 1] = -float(k)
+        q[:, k - 1] /= np.sqrt(k * (k + 1.0))
+    return q.astype(dtype)
+
+
+@partial(jax.jit, static_argnames=("proj", "rank"))
+def _whitener_kernel(cov, proj, rank):
+    n = cov.shape[-1]
+    if proj == "average":
+        q = jnp.asarray(average_reference_basis(n, np.dtype(cov.dtype)))
+        c = q.T @ cov @ q
+    else:
+        q = None
+        c = cov
+    c = 0.5 * (c + c.T)
+    w, v = eigh_sorted(c)
+    w, v = w[:rank], v[:, :rank]
+    pos = w > 0
+    inv_sd = jnp.where(pos, 1.0 / jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
+    white = inv_sd[:, None] * v.T
+    if q is not None:
+        white = white @ q.T
+    return white, w
+
+
+def compute_whitener(
+    cov: Float[Array, "n n"], *, proj: str | None = "average", rank: int | None = None
+) -> tuple[Float[Array, "r n"], Float[Array, " r"]]:
+    """Rank-aware whitener of a sensor noise covariance.
+
+    Parameters
+    ----------
+    cov : Array, shape (n_chan, n_chan), V²
+        Symmetric PSD noise covariance.
+    proj : {"average", None}
+        ``"average"``: the EEG average-reference projector ``P = I − 11ᵀ/n`` is
+        applied (``P C P``, as MNE-Python does with an average-reference
+        projection); the whitener then has ``n − 1`` rows and annihilates the
+        constant vector. ``None``: no projection.
+    rank : int or None
+        Number of eigen-directions to keep (largest first). ``None``: all of
+        the projected space (``n − 1`` with the average projector, else ``n``).
+
+    Returns
+    -------
+    whitener : Array, shape (rank, n_chan), 1/V
+        ``Wᵀ W`` is the pseudo-inverse of ``P C P`` restricted to the kept
+        directions; ``W C Wᵀ = I``.
+    eig : Array, shape (rank,), V²
+        The kept eigenvalues of ``P C P``, descending.
+
+    Notes
+    -----
+    Equivalent (up to a rotation of the whitened space, which leaves every
+    inverse solution unchanged) to ``mne.cov.compute_whitener(..., pca=True)``.
+    With the projector, ``C`` is reduced to ``Qᵀ C Q`` on a fixed orthonormal
+    basis ``Q`` of the sum-zero subspace (:func:`average_reference_basis`), so
+    the decomposition is full rank and its derivative is finite.
+    """
+    n = cov.shape[-1]
+    full = n - 1 if proj == "average" else n
+    if rank is None:
+        rank = full
+    if not 1 <= int(rank) <= full:
+        raise ValueError(f"rank must lie in [1, {full}], got {rank!r}.")
+    return _whitener_kernel(jnp.asarray(cov), proj, int(rank))
