@@ -1,18 +1,23 @@
 """Spherical multi-shell head models (``SphereModel``) and their series / Berg–Scherg parameters.
 
-OWNER: sphere helper. The class below is the agreed interface; the rest of the
-module (``berg_scherg_params``, exact series coefficients,
-``fit_sphere_to_headshape``) is filled in by the sphere helper.
+Public API: :class:`SphereModel`, :func:`sphere_series_coefficients`,
+:func:`berg_scherg_params` (-> :class:`BergSchergParams`) and
+:func:`fit_sphere_to_headshape`. Numerical kernels live in ``exg_jax._series``.
 """
 
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._validate import is_concrete
+from . import _series
+from ._validate import check_finite, is_concrete
 
 
 class SphereModel(eqx.Module):
@@ -53,7 +58,9 @@ class SphereModel(eqx.Module):
         r, s, c = self.radii, self.conductivities, self.center
         # Leading batch axes are allowed (a stacked batch of models for vmap).
         if r.ndim < 1 or r.shape[-1] < 1:
-            raise ValueError(f"radii must be a 1-D array with >= 1 shell, got shape {r.shape}.")
+            raise ValueError(
+                f"radii must be a 1-D array with >= 1 shell, got shape {r.shape}."
+            )
         if s.shape != r.shape:
             raise ValueError(
                 f"conductivities (shape {s.shape}) must match radii (shape {r.shape})."
@@ -72,7 +79,9 @@ class SphereModel(eqx.Module):
         if np.any(rn <= 0):
             raise ValueError(f"radii must be > 0, got {rn!r}.")
         if np.any(np.diff(rn) <= 0):
-            raise ValueError(f"radii must be strictly increasing (innermost first), got {rn!r}.")
+            raise ValueError(
+                f"radii must be strictly increasing (innermost first), got {rn!r}."
+            )
         if np.any(sn <= 0):
             raise ValueError(f"conductivities must be > 0, got {sn!r}.")
 
@@ -83,10 +92,295 @@ class SphereModel(eqx.Module):
     @classmethod
     def single_shell(cls, radius=0.09, conductivity=0.33, center=(0.0, 0.0, 0.04)):
         """Homogeneous sphere of ``radius`` (m) and ``conductivity`` (S/m)."""
-        return cls(jnp.atleast_1d(jnp.asarray(radius)), jnp.atleast_1d(jnp.asarray(conductivity)), center)
+        return cls(
+            jnp.atleast_1d(jnp.asarray(radius)),
+            jnp.atleast_1d(jnp.asarray(conductivity)),
+            center,
+        )
 
     @classmethod
     def mne_default(cls, head_radius=0.09, center=(0.0, 0.0, 0.04)):
         """MNE-Python's 4-shell model: relative radii 0.90/0.92/0.97/1.0, σ 0.33/1.0/0.004/0.33 S/m."""
         rel = jnp.asarray([0.90, 0.92, 0.97, 1.0])
-        return cls(rel * jnp.asarray(head_radius), jnp.asarray([0.33, 1.0, 0.004, 0.33]), center)
+        return cls(
+            rel * jnp.asarray(head_radius),
+            jnp.asarray([0.33, 1.0, 0.004, 0.33]),
+            center,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Series coefficients and Berg–Scherg parameters
+# ---------------------------------------------------------------------------
+
+
+class BergSchergParams(NamedTuple):
+    """Berg–Scherg equivalent-dipole parameters of a :class:`SphereModel`.
+
+    Attributes
+    ----------
+    mu : Array, shape (n_fit,), dimensionless
+        Radial scale factors of the equivalent dipoles, in (-1, 1), sorted in
+        descending order (as MNE-Python stores ``sphere['mu']``).
+    lam : Array, shape (n_fit,), m·S⁻¹·... (1 / (S/m))
+        Magnitude factors divided by the outermost conductivity, as MNE-Python
+        stores ``sphere['lambda']``; ``sum(lam) == f_1 / sigma_scalp``.
+    residual : Array, shape (), dimensionless
+        Relative weighted residual variance of the fit (MNE-Python's "RV"):
+        ``||r||^2 / ||y||^2`` with ``y`` the weighted target of the terms
+        ``n >= 2`` after eliminating ``lambda_0`` for the largest ``mu``.
+    """
+
+    mu: Array
+    lam: Array
+    residual: Array
+
+
+class BergSchergStatus(NamedTuple):
+    """Solver status of :func:`berg_scherg_params` (``return_status=True``).
+
+    Attributes
+    ----------
+    n_iter : Array, shape (), int
+        Levenberg–Marquardt iterations of the retained start.
+    converged : Array, shape (), bool
+        Whether that start met its tolerance before ``max_iter``.
+    """
+
+    n_iter: Array
+    converged: Array
+
+
+def _check_model(sphere) -> None:
+    if not isinstance(sphere, SphereModel):
+        raise TypeError(f"sphere must be a SphereModel, got {type(sphere).__name__}.")
+
+
+def _check_int(name: str, value, lo: int) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < lo
+    ):
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}.")
+    return int(value)
+
+
+@partial(jax.jit, static_argnames=("n_terms",))
+def _coeffs_kernel(radii, sigmas, n_terms):
+    return _series.series_coefficients(radii, sigmas, n_terms)
+
+
+def sphere_series_coefficients(sphere: SphereModel, n_terms: int = 200) -> Array:
+    r"""Exact multi-shell series coefficients ``f_n``, ``n = 1 .. n_terms``.
+
+    Parameters
+    ----------
+    sphere : SphereModel
+        Head model (any number of shells >= 1).
+    n_terms : int
+        Number of terms (default 200, as MNE-Python).
+
+    Returns
+    -------
+    fn : Array, shape (n_terms,), dimensionless
+        ``fn[n - 1] = f_n``. Dtype follows the model's arrays.
+
+    Notes
+    -----
+    Normalisation is MNE-Python's (``mne.bem._fwd_eeg_get_multi_sphere_model_coeffs``;
+    equal to it to rounding): ``f_n`` is the factor by which the ``n``-th
+    harmonic of the scalp potential of the layered sphere differs from that
+    of a *homogeneous* sphere of the same outer radius ``R`` whose conductivity
+    is the scalp conductivity ``sigma_N``. A homogeneous sphere therefore has
+    ``f_n = 1`` for all ``n``. The coefficients depend only on the radius
+    ratios and conductivity ratios.
+
+    Precisely, for a current dipole ``q`` (A·m) at ``r0`` (relative to the
+    centre, inside the innermost shell) and an electrode on the scalp at
+    ``r = R e`` (``|e| = 1``), with ``b = |r0|``, ``u = r0 / b``,
+    ``c = u·e``:
+
+    .. math::
+
+        V(r) = \frac{1}{4\pi\sigma_N R^2} \sum_{n\ge1} f_n\,\frac{2n+1}{n}
+               \Big(\frac{b}{R}\Big)^{n-1}
+               \Big[n P_n(c)\,(q\cdot u) + P_n'(c)\,\big(q\cdot e - c\,(q\cdot u)\big)\Big]
+
+    (the bracket times ``b^{n-1}`` is ``q · grad_{r0} (b^n P_n(c))``; with all
+    ``f_n = 1`` the sum is the closed-form homogeneous-sphere potential that
+    MNE-Python's ``_do_eeg_spherepot_coil`` evaluates with ``mu = lambda = 1``
+    and conductivity 1).
+
+    The Berg–Scherg approximation replaces ``f_n`` by
+    ``sum_j lambda_j mu_j^(n-1)`` with ``lambda_j = sigma_N * lam_j`` (``lam``
+    from :func:`berg_scherg_params`): each term is a homogeneous-sphere
+    dipole at ``mu_j r0`` of moment ``lambda_j q``, which is exactly what
+    MNE-Python's EEG sphere forward sums, scaled by ``lam_j = lambda_j / sigma_N``
+    and ``1 / (4 pi)``. So an exact forward consistent with MNE's
+    equivalent-dipole forward sums the series above with these ``f_n``.
+
+    Computation: a two-term transfer recursion over the interfaces from the
+    scalp inwards (de Munck & Peters 1993; Zhang 1995), vectorised over
+    ``n`` and scanned over layers, with the decaying part rescaled at each
+    interface so every factor stays bounded (no overflow in float32).
+    Differentiable w.r.t. radii and conductivities.
+    """
+    _check_model(sphere)
+    n_terms = _check_int("n_terms", n_terms, 1)
+    return _coeffs_kernel(sphere.radii, sphere.conductivities, n_terms)
+
+
+def _bs_core(radii, sigmas, n_terms, n_fit, n_starts, max_iter):
+    dtype = jnp.result_type(radii, sigmas, jnp.float32)
+    radii = radii.astype(dtype)
+    sigmas = sigmas.astype(dtype)
+    if radii.shape[-1] == 1:
+        # Homogeneous sphere: f_n = 1 exactly, represented by one dipole at
+        # mu = 1 with lambda = 1; the other dipoles get lambda = 0.
+        mu = jnp.asarray([1.0] + [0.5**k for k in range(1, n_fit)], dtype)
+        lam = jnp.zeros((n_fit,), dtype).at[0].set(1.0) / sigmas[-1]
+        zero = jnp.zeros((), dtype)
+        return mu, lam, zero, jnp.asarray(0), jnp.asarray(True)
+    fn = _series.series_coefficients(radii, sigmas, n_terms)
+    w = _series.berg_scherg_weights(radii[0] / radii[-1], n_terms, dtype)
+    mu, lam, rv, n_iter, conv = _series.berg_scherg_fit(
+        fn, w, n_fit, n_starts=n_starts, max_iter=max_iter
+    )
+    return mu, lam / sigmas[-1], rv, n_iter, conv
+
+
+_bs_kernel = jax.jit(
+    _bs_core, static_argnames=("n_terms", "n_fit", "n_starts", "max_iter")
+)
+
+
+def berg_scherg_params(
+    sphere: SphereModel,
+    n_terms: int = 200,
+    n_fit: int = 3,
+    *,
+    n_starts: int = 4,
+    max_iter: int = 100,
+    return_status: bool = False,
+):
+    """Fit Berg–Scherg equivalent dipoles to the exact multi-shell series.
+
+    Equivalent to the fit in ``mne.make_sphere_model`` (``sphere['mu']``,
+    ``sphere['lambda']``), with a global-then-local optimiser in place of
+    COBYLA.
+
+    Parameters
+    ----------
+    sphere : SphereModel
+        Head model; a stacked batch of models works under ``jax.vmap``.
+    n_terms : int
+        Number of series terms fitted (default 200, as MNE-Python).
+    n_fit : int
+        Number of equivalent dipoles (default 3, as MNE-Python), >= 1.
+    n_starts : int
+        Number of best grid points refined by Levenberg–Marquardt.
+    max_iter : int
+        Maximum Levenberg–Marquardt iterations per start.
+    return_status : bool
+        Also return a :class:`BergSchergStatus`.
+
+    Returns
+    -------
+    params : BergSchergParams
+        ``mu`` (n_fit,), ``lam`` (n_fit,) in 1/(S/m), ``residual`` ().
+    status : BergSchergStatus
+        Only when ``return_status``.
+
+    Notes
+    -----
+    With ``f_n`` from :func:`sphere_series_coefficients` and MNE-Python's
+    weights ``w_k = sqrt((2k+1)(3k+1)/k) * f^(k-1)`` (``f`` = innermost over
+    outermost radius), the fit reproduces the dipole term exactly,
+    ``sum_j lambda_j = f_1``, and minimises
+
+    ``sum_{n=2}^{n_terms} w_{n-1}^2 (f_n - sum_j lambda_j mu_j^(n-1))^2``
+
+    (MNE-Python's objective). For fixed ``mu`` the ``lambda`` are linear
+    (closed-form least squares after eliminating ``lambda_0``); ``mu = tanh(theta)``
+    is found by scoring a fixed grid of ordered ``theta`` tuples and refining
+    the ``n_starts`` best with Levenberg–Marquardt on the projected residual
+    (variable projection). Returned ``lam = lambda / sigma_N``.
+
+    Gradients w.r.t. radii and conductivities use the implicit function
+    theorem at the optimum (``grad_theta = 0``), not the unrolled iterations;
+    ``lam`` and ``residual`` are then differentiated in closed form.
+
+    A single shell is represented exactly: ``mu = (1, 1/2, 1/4, ...)``,
+    ``lam = (1/sigma, 0, ...)``, ``residual = 0``.
+    """
+    _check_model(sphere)
+    n_terms = _check_int("n_terms", n_terms, 2)
+    n_fit = _check_int("n_fit", n_fit, 1)
+    n_starts = _check_int("n_starts", n_starts, 1)
+    max_iter = _check_int("max_iter", max_iter, 1)
+    if n_fit >= n_terms:
+        raise ValueError(f"n_fit ({n_fit}) must be smaller than n_terms ({n_terms}).")
+    mu, lam, rv, n_iter, conv = _bs_kernel(
+        sphere.radii,
+        sphere.conductivities,
+        n_terms=n_terms,
+        n_fit=n_fit,
+        n_starts=n_starts,
+        max_iter=max_iter,
+    )
+    params = BergSchergParams(mu, lam, rv)
+    if return_status:
+        return params, BergSchergStatus(n_iter, conv)
+    return params
+
+
+# ---------------------------------------------------------------------------
+# Sphere fit to head-shape points
+# ---------------------------------------------------------------------------
+
+
+_fit_points_kernel = jax.jit(_series.fit_sphere_points)
+
+
+def fit_sphere_to_headshape(points):
+    """Least-squares sphere through electrode / digitisation points.
+
+    Equivalent in purpose to ``mne.bem.fit_sphere_to_headshape`` (which takes
+    an ``Info``); MNE-Python's fit is the algebraic step only.
+
+    Parameters
+    ----------
+    points : array_like, shape (n_points, 3), m
+        At least 4 finite, non-coplanar points.
+
+    Returns
+    -------
+    radius : Array, shape (), m
+    center : Array, shape (3,), m
+
+    Notes
+    -----
+    The points are centred and scaled, an algebraic least-squares fit
+    (``|p|^2 = 2 p·c + R^2 - |c|^2``, linear in ``c`` and ``R^2 - |c|^2``)
+    gives a start, then Gauss–Newton iterations minimise the geometric
+    residuals ``|p_i - c| - R``. Degenerate input (fewer than 4 points,
+    non-finite values, coplanar or collinear points) raises ``ValueError``.
+    """
+    p = jnp.asarray(points)
+    if p.ndim != 2 or p.shape[-1] != 3:
+        raise ValueError(f"points must have shape (n_points, 3), got {tuple(p.shape)}.")
+    if p.shape[0] < 4:
+        raise ValueError(f"points must contain at least 4 points, got {p.shape[0]}.")
+    check_finite("points", p)
+    if is_concrete(p):
+        pn = np.asarray(p, dtype=float)
+        s = np.linalg.svd(pn - pn.mean(axis=0), compute_uv=False)
+        if s[0] == 0 or s[2] <= 1e-6 * s[0]:
+            raise ValueError(
+                "points are degenerate (coincident, collinear or coplanar; "
+                f"singular values of the centred points {s!r}): no unique sphere."
+            )
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+        p = p.astype(jnp.result_type(float))
+    return _fit_points_kernel(p)
