@@ -146,7 +146,11 @@ def eigh_sorted(
     Notes
     -----
     The eigenvector derivative ``V (F ∘ Vᵀ dA V)``, ``F_ij = 1/(w_j − w_i)``, is
-    guarded: (numerically) equal eigenvalue pairs contribute zero.
+    guarded: (numerically) equal eigenvalue pairs contribute zero, so the
+    derivative is always finite. It is exact for simple eigenvalues and for
+    sums over a degenerate cluster; for matrix functions ``V f(w) Vᵀ`` with
+    possibly repeated eigenvalues use :func:`sqrtm_sym` / :func:`inv_sqrtm_sym`
+    (Daleckii–Krein divided differences, exact there too).
     """
     return jnp.vectorize(_eigh_desc, signature="(n,n)->(n),(n,n)")(a)
 
@@ -260,10 +264,14 @@ def _whitener_kernel(cov, proj, rank):
         c = cov
     c = 0.5 * (c + c.T)
     w, v = eigh_sorted(c)
-    w, v = w[:rank], v[:, :rank]
-    pos = w > 0
-    inv_sd = jnp.where(pos, 1.0 / jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
-    white = inv_sd[:, None] * v.T
+    if rank == c.shape[0]:
+        # symmetric C^-1/2: exact derivative even for repeated eigenvalues
+        white = inv_sqrtm_sym(c)
+    else:
+        w, v = w[:rank], v[:, :rank]
+        pos = w > 0
+        inv_sd = jnp.where(pos, 1.0 / jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
+        white = inv_sd[:, None] * v.T
     if q is not None:
         white = white @ q.T
     return white, w
