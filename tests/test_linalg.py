@@ -31,7 +31,7 @@ def test_svd_matches_numpy_and_grad_matches_jax():
         np.testing.assert_allclose((u * s) @ vt, a, atol=1e-12)
         w = rng.standard_normal(shape)
 
-        def loss(x, svd):
+        def loss(x, svd, w=w):
             u, s, vt = svd(x)
             return jnp.sum(((u * s**0.5) @ vt) * w) + jnp.sum(s**3)
 

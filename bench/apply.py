@@ -1,0 +1,150 @@
+"""Benchmark W1: apply_inverse_epochs vs MNE-Python's apply_inverse_epochs.
+
+biosemi64, ico-4 free orientation (2562 sources), 200 epochs x 500 samples,
+MNE sphere forward (make_forward_solution, numba) shared via from_mne.
+Float64 and float32 (operator and data cast); first call (with compilation)
+and steady state; fraction of the machine's GEMM throughput (a NumPy matmul
+of the kernel shape, timed in the same run).
+
+Usage: PYTHONPATH=. python bench/apply.py [--epochs 200] [--times 500] [--ico 4] [--repeat 2]
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import mne  # noqa: E402
+import numpy as np  # noqa: E402
+
+from exg_jax.covariance import NoiseCov  # noqa: E402
+from exg_jax.forward import ForwardOperator  # noqa: E402
+from exg_jax.inverse import apply_inverse_epochs, make_inverse_operator  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--times", type=int, default=500)
+    ap.add_argument("--ico", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--methods", default="MNE,dSPM,sLORETA,eLORETA")
+    args = ap.parse_args()
+    mne.set_log_level("ERROR")
+    from mne.surface import _get_ico_surface
+
+    mont = mne.channels.make_standard_montage("biosemi64")
+    info = mne.create_info(mont.ch_names, 500.0, "eeg")
+    info.set_montage(mont)
+    ctr = np.array([0.0, 0.0, 0.04])
+    sphere = mne.make_sphere_model(r0=tuple(ctr), head_radius=0.09)
+    ico = _get_ico_surface(args.ico)
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=ico["rr"] * 0.06 + ctr, nn=ico["rr"].copy()), sphere=sphere
+    )
+    t0 = time.perf_counter()
+    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
+    print(
+        f"MNE forward: {time.perf_counter() - t0:.1f} s, gain {fwd['sol']['data'].shape}"
+    )
+    rng = np.random.default_rng(0)
+    n = len(info.ch_names)
+    noise = rng.standard_normal((n, 5000)) * 1e-6
+    cov = noise @ noise.T / noise.shape[1]
+    mcov = mne.Covariance(cov, info.ch_names, [], [], noise.shape[1])
+    data = rng.standard_normal((args.epochs, n, args.times)) * 1e-6
+    epochs = mne.EpochsArray(data, info, verbose=False)
+    epochs.set_eeg_reference(projection=True)
+    lam = 1.0 / 9.0
+    inv_m = mne.minimum_norm.make_inverse_operator(
+        epochs.info, fwd, mcov, loose=1.0, depth=0.8
+    )
+    inv64 = make_inverse_operator(
+        ForwardOperator.from_mne(fwd, reference=None),
+        NoiseCov(jnp.asarray(cov)),
+        avg_ref_proj=True,
+    )
+    inv32 = jax.tree.map(
+        lambda x: x.astype(jnp.float32) if eqx_is_float(x) else x, inv64
+    )
+    d64 = jnp.asarray(data)
+    d32 = d64.astype(jnp.float32)
+
+    # GEMM reference: the kernel shape (3 n_src x n_chan) @ (n_chan x n_epochs*n_times)
+    rows = inv64.eigen_leads.shape[0]
+    gemm = {}
+    for dt in (np.float64, np.float32):
+        a = rng.standard_normal((rows, n)).astype(dt)
+        b = rng.standard_normal((n, args.epochs * args.times)).astype(dt)
+        a @ b[:, :1000]
+        gemm[dt] = np.inf
+        for _ in range(2):
+            t = time.perf_counter()
+            a @ b
+            gemm[dt] = min(gemm[dt], time.perf_counter() - t)
+        del b
+    flops = 2.0 * rows * n * args.epochs * args.times
+    print(
+        f"NumPy GEMM ({rows}x{n} @ {n}x{args.epochs * args.times}): "
+        f"f64 {gemm[np.float64]:.3f} s ({flops / gemm[np.float64] / 1e9:.1f} GFLOP/s), "
+        f"f32 {gemm[np.float32]:.3f} s ({flops / gemm[np.float32] / 1e9:.1f} GFLOP/s)"
+    )
+    print(
+        f"{'method':8s} {'MNE s':>8s} {'f64 1st':>8s} {'f64':>8s} {'x':>6s} {'%GEMM':>6s} "
+        f"{'f32 1st':>8s} {'f32':>8s} {'x':>6s} {'%GEMM':>6s}"
+    )
+    for method in args.methods.split(","):
+        if method == "eLORETA":
+            try:
+                import exg_jax.eloreta  # noqa: F401
+            except ImportError:
+                print("eLORETA: exg_jax.eloreta not available, skipped")
+                continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            out = mne.minimum_norm.apply_inverse_epochs(
+                epochs, inv_m, lam, method, nave=1
+            )
+            ref_last = out[-1].data
+            del out
+            t_mne = time.perf_counter() - t
+        res = {}
+        for tag, inv, d in (("f64", inv64, d64), ("f32", inv32, d32)):
+            t = time.perf_counter()
+            r = apply_inverse_epochs(d, inv, lam, method).data
+            r.block_until_ready()
+            first = time.perf_counter() - t
+            if tag == "f64":
+                err = float(
+                    np.max(np.abs(np.asarray(r[-1]) - ref_last))
+                    / np.max(np.abs(ref_last))
+                )
+            del r
+            best = np.inf
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                r = apply_inverse_epochs(d, inv, lam, method).data
+                r.block_until_ready()
+                best = min(best, time.perf_counter() - t)
+                del r
+            res[tag] = (first, best)
+        g64 = gemm[np.float64] / res["f64"][1] * 100
+        g32 = gemm[np.float32] / res["f32"][1] * 100
+        print(
+            f"{method:8s} {t_mne:8.2f} {res['f64'][0]:8.2f} {res['f64'][1]:8.2f} "
+            f"{t_mne / res['f64'][1]:6.2f} {g64:6.0f} {res['f32'][0]:8.2f} {res['f32'][1]:8.2f} "
+            f"{t_mne / res['f32'][1]:6.2f} {g32:6.0f}   (rel err vs MNE, last epoch: {err:.1e})"
+        )
+
+
+def eqx_is_float(x):
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
+
+
+if __name__ == "__main__":
+    main()
