@@ -490,12 +490,15 @@ def _all_stats(R, pos, threshold, *, function, n_orient, block_size):
         j = start + jnp.arange(b)
         return _column_stats(get(start), j, pos, threshold)
 
-    stats = jax.lax.map(one, starts)
-    where = (starts[:, None] + jnp.arange(b)[None, :]).reshape(-1)
-    out = {}
-    for key, val in stats.items():
-        flat = val.reshape(-1)
-        out[key] = jnp.zeros((n,), flat.dtype).at[where].set(flat)
+    if n_blocks == 1:
+        out = one(jnp.asarray(0))
+    else:
+        stats = jax.lax.map(one, starts)
+        where = (starts[:, None] + jnp.arange(b)[None, :]).reshape(-1)
+        out = {}
+        for key, val in stats.items():
+            flat = val.reshape(-1)
+            out[key] = jnp.zeros((n,), flat.dtype).at[where].set(flat)
     jmax = jnp.max(out["amax"])
     smax = jnp.max(out["asum"])
     nan = jnp.asarray(jnp.nan, dtype=out["amax"].dtype)
@@ -527,7 +530,8 @@ def _stats(R, src_pos, function, threshold, block_size):
         threshold,
         function=function,
         n_orient=n_orient,
-        block_size=int(block_size),
+        # Normalised so that equivalent calls share one compilation.
+        block_size=min(int(block_size), n),
     )
 
 

@@ -47,6 +47,7 @@ class SnrStatus(eqx.Module):
     converged: Bool[Array, ""]
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _chi2_isf(p, dof, dtype):
     """Inverse survival function of the χ² distribution, by bisection.
 
