@@ -106,6 +106,8 @@ _REFERENCES = ("average", None)
 EXACT_TRACED_N_TERMS = 1000
 #: Relative truncation tolerance of the exact series (see ``_leadfield.exact_n_terms``).
 EXACT_TOL = 1e-12
+# Electrodes may sit on the innermost shell (a single-shell model) up to rounding.
+_EL_TOL = 1e-6
 
 
 class BergScherg(NamedTuple):
@@ -131,8 +133,8 @@ def _inside_check(src_pos, electrodes, center, inner_radius):
     d_el = jnp.sqrt(jnp.sum((electrodes - center) ** 2, axis=-1))
     electrodes = eqx.error_if(
         electrodes,
-        jnp.any(d_el <= inner_radius),
-        "make_sphere_forward: an electrode lies at or inside the innermost shell.",
+        jnp.any(d_el < inner_radius * (1.0 - _EL_TOL)),
+        "make_sphere_forward: an electrode lies inside the innermost shell.",
     )
     return src_pos, electrodes
 
@@ -231,10 +233,10 @@ def _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn: bool):
                 "MNE-Python would silently give them zero columns."
             )
         d_el = np.linalg.norm(np.asarray(electrodes, dtype=float) - c, axis=1)
-        bad = np.flatnonzero(d_el <= r_in)
+        bad = np.flatnonzero(d_el < r_in * (1.0 - _EL_TOL))
         if bad.size:
             raise ValueError(
-                f"{bad.size} electrode(s) lie at or inside the innermost shell (radius {r_in} m): "
+                f"{bad.size} electrode(s) lie inside the innermost shell (radius {r_in} m): "
                 f"indices {bad[:50].tolist()} (distances {d_el[bad[:5]].tolist()} m)."
             )
 
@@ -386,7 +388,8 @@ def make_sphere_forward(
     ValueError
         Bad shapes, NaN/Inf, non-unit normals, unknown options, a source at or
         outside the innermost shell (the message lists the indices; MNE-Python
-        silently gives such sources zero columns) or an electrode at or inside it.
+        silently gives such sources zero columns) or an electrode inside it (electrodes
+        on it, as for a single shell, are fine).
         Inside ``jax.jit`` the geometry checks are ``eqx.error_if`` runtime errors.
 
     Notes
