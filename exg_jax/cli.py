@@ -26,11 +26,18 @@ def _demo(args: argparse.Namespace) -> int:
 
     sphere = SphereModel()  # 3-shell default: 67/70/75 mm, 0.33/0.0042/0.33 S/m
     center = np.asarray(sphere.center)
-    names, elec = standard_montage(args.montage, radius=float(sphere.radii[-1]), center=center)
-    src_pos, src_nn = ico_source_space(args.ico, radius=args.source_radius, center=center)
+    names, elec = standard_montage(
+        args.montage, radius=float(sphere.radii[-1]), center=center
+    )
+    src_pos, src_nn = ico_source_space(
+        args.ico, radius=args.source_radius, center=center
+    )
     # Keep the upper part of the sphere (where a cortex would be under the montage).
     keep = np.asarray(src_pos)[:, 2] > center[2] - 0.02
-    src_pos, src_nn = jnp.asarray(np.asarray(src_pos)[keep], dtype), jnp.asarray(np.asarray(src_nn)[keep], dtype)
+    src_pos, src_nn = (
+        jnp.asarray(np.asarray(src_pos)[keep], dtype),
+        jnp.asarray(np.asarray(src_nn)[keep], dtype),
+    )
     n_src = src_pos.shape[0]
     print(
         f"exg-jax demo: {len(names)} electrodes ({args.montage}), {n_src} sources "
@@ -39,21 +46,32 @@ def _demo(args: argparse.Namespace) -> int:
     )
 
     t0 = time.perf_counter()
-    fwd = make_sphere_forward_free(jnp.asarray(elec, dtype), src_pos, sphere, src_nn=src_nn)
+    fwd = make_sphere_forward_free(
+        jnp.asarray(elec, dtype), src_pos, sphere, src_nn=src_nn
+    )
     fwd.gain.block_until_ready()
-    print(f"  forward  ({fwd.gain.shape[0]} x {fwd.gain.shape[1]}): {time.perf_counter() - t0:.2f} s")
+    print(
+        f"  forward  ({fwd.gain.shape[0]} x {fwd.gain.shape[1]}): {time.perf_counter() - t0:.2f} s"
+    )
 
     # Simulate: one dipole, normal to the source surface, a 10 Hz burst, plus sensor noise.
     sfreq, n_t = 250.0, 200
     times = np.arange(n_t) / sfreq - 0.2
-    if args.source is None:  # a source well covered by the montage (< 45° from the vertex)
+    if (
+        args.source is None
+    ):  # a source well covered by the montage (< 45° from the vertex)
         rel = np.asarray(src_pos) - center
-        covered = np.flatnonzero(rel[:, 2] / np.linalg.norm(rel, axis=1) > np.cos(np.pi / 4))
+        covered = np.flatnonzero(
+            rel[:, 2] / np.linalg.norm(rel, axis=1) > np.cos(np.pi / 4)
+        )
         true_idx = int(rng.choice(covered))
     else:
         true_idx = args.source
     wave = np.sin(2 * np.pi * 10 * times) * np.exp(-(((times - 0.2) / 0.08) ** 2))
-    g = np.asarray(fwd.gain)[:, 3 * true_idx : 3 * true_idx + 3] @ np.asarray(src_nn)[true_idx]
+    g = (
+        np.asarray(fwd.gain)[:, 3 * true_idx : 3 * true_idx + 3]
+        @ np.asarray(src_nn)[true_idx]
+    )
     amp = 20e-9  # 20 nA·m
     signal = amp * np.outer(g, wave)
     # SNR: RMS over electrodes of the signal at its peak, over the noise standard deviation.
@@ -71,8 +89,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  covariance + inverse operator: {time.perf_counter() - t0:.2f} s")
     lambda2 = 1.0 / args.snr**2
     peak_t = int(np.argmax(np.abs(wave)))
-    print(f"  true source #{true_idx} at {np.round(np.asarray(src_pos[true_idx]) * 1e3, 1)} mm; lambda2 = 1/SNR^2 = {lambda2:.3g}")
-    print(f"  {'method':<9}{'peak error (mm)':>17}{'first call (s)':>16}{'again (s)':>11}")
+    print(
+        f"  true source #{true_idx} at {np.round(np.asarray(src_pos[true_idx]) * 1e3, 1)} mm; lambda2 = 1/SNR^2 = {lambda2:.3g}"
+    )
+    print(
+        f"  {'method':<9}{'peak error (mm)':>17}{'first call (s)':>16}{'again (s)':>11}"
+    )
     results = {}
     for method in ("MNE", "dSPM", "sLORETA", "eLORETA"):
         t0 = time.perf_counter()
@@ -80,7 +102,9 @@ def _demo(args: argparse.Namespace) -> int:
         stc.data.block_until_ready()
         dt = time.perf_counter() - t0
         t0 = time.perf_counter()  # second call: compiled kernels, λ² traced
-        apply_inverse(jnp.asarray(data, dtype), inv, lambda2, method=method).data.block_until_ready()
+        apply_inverse(
+            jnp.asarray(data, dtype), inv, lambda2, method=method
+        ).data.block_until_ready()
         dt2 = time.perf_counter() - t0
         amp_map = np.asarray(stc.data)[:, peak_t]
         peak = int(np.argmax(amp_map))
@@ -95,7 +119,9 @@ def _demo(args: argparse.Namespace) -> int:
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
         except ImportError:
-            print("  (matplotlib not installed: no figure; pip install 'exg-jax[plot]')")
+            print(
+                "  (matplotlib not installed: no figure; pip install 'exg-jax[plot]')"
+            )
             return 0
 
         def flat(p):  # azimuthal equidistant projection about the vertex
@@ -128,17 +154,35 @@ def _demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen sub-command."""
-    parser = argparse.ArgumentParser(prog="exg-jax", description="EEG source localisation in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="exg-jax", description="EEG source localisation in JAX."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="simulate a dipole and localise it with every method")
-    d.add_argument("--montage", default="standard_1010", choices=("standard_1020", "standard_1010"))
-    d.add_argument("--ico", type=int, default=3, help="icosahedron subdivision of the source space")
-    d.add_argument("--source-radius", type=float, default=0.060, help="source sphere radius (m)")
-    d.add_argument("--source", type=int, default=None, help="index of the simulated source")
-    d.add_argument("--snr", type=float, default=3.0, help="amplitude SNR; lambda2 = 1 / snr**2")
+    d = sub.add_parser(
+        "demo", help="simulate a dipole and localise it with every method"
+    )
+    d.add_argument(
+        "--montage", default="standard_1010", choices=("standard_1020", "standard_1010")
+    )
+    d.add_argument(
+        "--ico", type=int, default=3, help="icosahedron subdivision of the source space"
+    )
+    d.add_argument(
+        "--source-radius", type=float, default=0.060, help="source sphere radius (m)"
+    )
+    d.add_argument(
+        "--source", type=int, default=None, help="index of the simulated source"
+    )
+    d.add_argument(
+        "--snr", type=float, default=3.0, help="amplitude SNR; lambda2 = 1 / snr**2"
+    )
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--float64", action="store_true", help="enable float64 (default float32)")
-    d.add_argument("--out", default="exg_jax_demo.png", help="figure path (needs matplotlib)")
+    d.add_argument(
+        "--float64", action="store_true", help="enable float64 (default float32)"
+    )
+    d.add_argument(
+        "--out", default="exg_jax_demo.png", help="figure path (needs matplotlib)"
+    )
     d.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "demo":

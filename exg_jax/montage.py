@@ -65,7 +65,10 @@ def _arc_points(a: np.ndarray, m: np.ndarray, n: int) -> list[np.ndarray]:
     if np.dot(e2, v) < 0:
         e2 = -e2
     total = np.arctan2(np.dot(v, e2), np.dot(v, e1))
-    return [c + rad * (np.cos(t) * e1 + np.sin(t) * e2) for t in np.linspace(0, total, n + 1)]
+    return [
+        c + rad * (np.cos(t) * e1 + np.sin(t) * e2)
+        for t in np.linspace(0, total, n + 1)
+    ]
 
 
 def _all_1010() -> dict[str, np.ndarray]:
