@@ -37,6 +37,7 @@ __all__ = [
     "EloretaStatus",
     "eloreta_inverse_operator",
     "eloreta_weights",
+    "warn_if_not_converged",
 ]
 
 
@@ -186,6 +187,9 @@ def _normalize(gain, r, cfg):
 
 
 def _initial_weights(gain, r_prior, cfg):
+    """Identity weights with the prior applied (3 x 3 blocks: I o R_prior)."""
+    if cfg.blocks:
+        r_prior = r_prior * jnp.eye(3, dtype=r_prior.dtype)
     return _normalize(gain, r_prior, cfg)
 
 
@@ -430,11 +434,12 @@ def eloreta_weights(
         n_nzero=n_nzero,
         options=options,
     )
-    _warn_if_not_converged(status, options)
+    warn_if_not_converged(status, options)
     return r, status
 
 
-def _warn_if_not_converged(status, options):
+def warn_if_not_converged(status: EloretaStatus, options: EloretaOptions) -> None:
+    """Emit a ``RuntimeWarning`` when a concrete ``status`` reports no convergence."""
     if is_concrete(status.converged) and not bool(status.converged):
         warnings.warn(
             f"eLORETA weight fitting did not converge in {int(status.n_iter)} "
@@ -524,6 +529,8 @@ def eloreta_inverse_operator(inv, lambda2, options: EloretaOptions | None = None
         )
     check_positive("lambda2", lambda2)
     check_finite("lambda2", lambda2)
+    if not isinstance(lambda2, jax.Array):
+        lambda2 = jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
     new, status = _eloreta_operator_jit(inv, lambda2, options)
-    _warn_if_not_converged(status, options)
+    warn_if_not_converged(status, options)
     return new, status

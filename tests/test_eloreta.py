@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exg_jax.eloreta import (
     EloretaOptions,
@@ -18,6 +19,7 @@ from exg_jax.eloreta import (
     _sym_pow,
     _times_r_sqrt,
     _weights_sqrt,
+    eloreta_inverse_operator,
     eloreta_weights,
 )
 
@@ -66,7 +68,7 @@ def np_eloreta(G, n_orient, std, lam2, eps, max_iter, force_equal, n_nzero=None)
         prior = s3[:, :, None] * s3[:, None, :]
     else:
         prior = std**2
-    R = norm(Gb, prior.copy())
+    R = norm(Gb, prior * np.eye(3) if blocks else prior.copy())
     n_iter, delta = 0, np.inf
     for _ in range(max_iter):
         w, u = np.linalg.eigh(grgt(Gb, R))
@@ -308,5 +310,244 @@ def test_sym_pow_gradient_finite_on_degenerate_blocks():
         assert np.isfinite(np.asarray(g)).all()
 
 
-def _unused(x):  # keep eqx import used for future operator tests
-    return eqx.is_array(x)
+# --------------------------------------------------------------------------- #
+# Operator level: MNE-Python parity through apply_inverse(method="eLORETA")
+# --------------------------------------------------------------------------- #
+LAMBDA2 = 1.0 / 9.0
+OP_CASES = {
+    # name: (make_inverse_operator kwargs, force_equal)
+    "free-indep": (dict(loose=1.0, depth=0.8), False),
+    "free-equal": (dict(loose=1.0, depth=0.8), True),
+    "loose0.2": (dict(loose=0.2, depth=0.8), None),
+    "fixed": (dict(loose=0.0, depth=0.8, fixed=True), None),
+}
+
+
+@pytest.fixture(scope="module")
+def mne_problem():
+    """biosemi32, ico-2 discrete source space with normals, MNE sphere forward, shared gain."""
+    mne = pytest.importorskip("mne")
+    from mne.surface import _get_ico_surface
+
+    from exg_jax.covariance import NoiseCov
+    from exg_jax.forward import ForwardOperator
+    from exg_jax.inverse import make_inverse_operator
+
+    mne.set_log_level("ERROR")
+    mont = mne.channels.make_standard_montage("biosemi32")
+    info = mne.create_info(mont.ch_names, 1000.0, "eeg")
+    info.set_montage(mont)
+    center = np.array([0.0, 0.0, 0.04])
+    sphere = mne.make_sphere_model(r0=tuple(center), head_radius=0.09)
+    ico = _get_ico_surface(2)
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=ico["rr"] * 0.06 + center, nn=ico["rr"].copy()), sphere=sphere
+    )
+    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
+    fwd = mne.convert_forward_solution(fwd, surf_ori=True)
+    rng = np.random.default_rng(0)
+    n = len(info.ch_names)
+    noise = rng.standard_normal((n, n)) @ rng.standard_normal((n, 2000)) * 1e-6
+    cov = noise @ noise.T / noise.shape[1]
+    mne_cov = mne.Covariance(cov, info.ch_names, [], [], noise.shape[1])
+    data = rng.standard_normal((n, 6)) * 1e-6
+    evoked = mne.EvokedArray(data, info, nave=1)
+    evoked.set_eeg_reference(projection=True)
+    ours = ForwardOperator.from_mne(fwd, reference=None)
+    ops = {}
+    for name, (kw, _) in OP_CASES.items():
+        inv_m = mne.minimum_norm.make_inverse_operator(evoked.info, fwd, mne_cov, **kw)
+        inv_o = make_inverse_operator(
+            ours, NoiseCov(jnp.asarray(cov)), avg_ref_proj=True, **kw
+        )
+        ops[name] = (inv_m, inv_o)
+    return dict(mne=mne, evoked=evoked, data=data, ops=ops)
+
+
+@pytest.mark.parametrize("case", list(OP_CASES))
+def test_apply_inverse_eloreta_matches_mne(mne_problem, case):
+    from exg_jax.inverse import apply_inverse
+
+    mne = mne_problem["mne"]
+    inv_m, inv_o = mne_problem["ops"][case]
+    force_equal = OP_CASES[case][1]
+    params = dict(eps=1e-8, max_iter=200, force_equal=force_equal)
+    with mne.utils.catch_logging() as log:
+        ref = mne.minimum_norm.apply_inverse(
+            mne_problem["evoked"],
+            inv_m,
+            LAMBDA2,
+            "eLORETA",
+            method_params=params,
+            verbose="debug",
+        ).data
+        text = log.getvalue()
+    mne_iter = text.count("Iteration ")
+    assert mne_iter > 0 and "did not converge" not in text
+    opts = EloretaOptions(**params)
+    stc = apply_inverse(mne_problem["data"], inv_o, LAMBDA2, "eLORETA", eloreta=opts)
+    got = np.asarray(stc.data)
+    assert got.shape == ref.shape
+    err = np.abs(got - ref).max() / np.abs(ref).max()
+    assert err <= 1e-5, err
+    assert int(stc.status.n_iter) == mne_iter
+    assert bool(stc.status.converged)
+
+
+def test_operator_not_mutated_and_fields(mne_problem):
+    inv = mne_problem["ops"]["loose0.2"][1]
+    before = jax.tree_util.tree_map(np.array, jax.tree_util.tree_leaves(inv))
+    new, status = eloreta_inverse_operator(inv, LAMBDA2, EloretaOptions(1e-8, 200))
+    after = jax.tree_util.tree_leaves(inv)
+    assert len(before) == len(after)
+    for a, b in zip(before, after, strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    assert not inv.eigen_leads_weighted
+    assert new.eigen_leads_weighted
+    np.testing.assert_array_equal(np.asarray(new.source_cov), 1.0)
+    assert new.eigen_leads.shape == inv.eigen_leads.shape
+    assert new.sing.shape == inv.sing.shape
+    assert bool(status.converged)
+    with pytest.raises(ValueError, match="eigen_leads_weighted"):
+        eloreta_inverse_operator(new, LAMBDA2)
+    with pytest.raises(ValueError, match="lambda2"):
+        eloreta_inverse_operator(inv, 0.0)
+
+
+def test_operator_jit_equals_eager_and_nonconvergence(mne_problem):
+    inv = mne_problem["ops"]["free-indep"][1]
+    opts = EloretaOptions(eps=1e-8, max_iter=200)
+    eager, st_e = eloreta_inverse_operator(inv, LAMBDA2, opts)
+    jitted, st_j = jax.jit(lambda i, lam: eloreta_inverse_operator(i, lam, opts))(
+        inv, LAMBDA2
+    )
+    k_e = eager.eigen_leads @ (eager.sing[:, None] * eager.eigen_fields)
+    k_j = jitted.eigen_leads @ (jitted.sing[:, None] * jitted.eigen_fields)
+    np.testing.assert_allclose(
+        np.asarray(k_j),
+        np.asarray(k_e),
+        rtol=1e-10,
+        atol=1e-12 * float(jnp.abs(k_e).max()),
+    )
+    assert int(st_e.n_iter) == int(st_j.n_iter)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        _, st = eloreta_inverse_operator(
+            inv, LAMBDA2, EloretaOptions(eps=1e-8, max_iter=3)
+        )
+    assert int(st.n_iter) == 3 and not bool(st.converged)
+
+
+def test_grad_lambda2_through_apply_inverse(mne_problem):
+    from exg_jax.inverse import apply_inverse
+
+    inv = mne_problem["ops"]["loose0.2"][1]
+    data = jnp.asarray(mne_problem["data"]) * 1e6
+    opts = EloretaOptions(eps=1e-13, max_iter=1000)
+
+    def loss(lam):
+        return jnp.sum(apply_inverse(data, inv, lam, "eLORETA", eloreta=opts).data ** 2)
+
+    h = 1e-5
+
+    @jax.jit
+    def check(lam):
+        return jax.grad(loss)(lam), (loss(lam + h) - loss(lam - h)) / (2 * h)
+
+    g, fd = check(jnp.asarray(LAMBDA2))
+    assert np.isfinite(float(g))
+    assert abs(g - fd) <= 1e-4 * abs(fd), (g, fd)
+
+
+# --------------------------------------------------------------------------- #
+# End to end: SphereModel -> forward -> inverse -> eLORETA, reverse mode
+# --------------------------------------------------------------------------- #
+def test_grad_sphere_parameters_end_to_end():
+    from exg_jax.covariance import NoiseCov
+    from exg_jax.forward import make_sphere_forward_free
+    from exg_jax.inverse import apply_inverse, make_inverse_operator
+    from exg_jax.montage import standard_montage
+    from exg_jax.source_space import ico_source_space
+    from exg_jax.sphere import SphereModel
+
+    _, el = standard_montage("standard_1020")
+    pos, nn = ico_source_space(1, radius=0.05)
+    n = el.shape[0]
+    rng = np.random.default_rng(0)
+    data = jnp.asarray(rng.standard_normal((n, 4)))
+    cov = NoiseCov(jnp.eye(n))
+    opts = EloretaOptions(eps=1e-12, max_iter=500)
+
+    def loss(radii, cond):
+        sph = SphereModel(radii=radii, conductivities=cond, center=(0.0, 0.0, 0.04))
+        fwd = make_sphere_forward_free(
+            jnp.asarray(el),
+            jnp.asarray(pos),
+            sph,
+            src_nn=jnp.asarray(nn),
+            method="exact",
+            n_terms=60,
+        )
+        inv = make_inverse_operator(fwd, cov, depth=0.8, loose=0.2)
+        return (
+            jnp.sum(apply_inverse(data, inv, 0.1, "eLORETA", eloreta=opts).data ** 2)
+            * 1e-12
+        )
+
+    r0 = jnp.array([0.067, 0.070, 0.075])
+    c0 = jnp.array([0.33, 0.0042, 0.33])
+    dr = jnp.array([1.0, -0.5, 0.7]) * 1e-3
+    dc = jnp.array([0.3, -0.5, 0.2]) * c0
+    h = 1e-5
+
+    @jax.jit
+    def check(r, c):
+        gr, gc = jax.grad(loss, argnums=(0, 1))(r, c)
+        fd = (loss(r + h * dr, c + h * dc) - loss(r - h * dr, c - h * dc)) / (2 * h)
+        return gr, gc, jnp.sum(gr * dr) + jnp.sum(gc * dc), fd
+
+    gr, gc, gd, fd = check(r0, c0)
+    assert np.isfinite(np.asarray(gr)).all() and np.isfinite(np.asarray(gc)).all()
+    assert abs(gd - fd) <= 1e-4 * abs(fd), (gd, fd)
+
+
+# --------------------------------------------------------------------------- #
+# Physical property: zero localisation error (Pascual-Marqui 2002, 2011)
+# --------------------------------------------------------------------------- #
+@settings(max_examples=8)
+@given(
+    depth_frac=st.floats(0.3, 0.85),
+    log_lambda2=st.floats(-6.0, -3.0),
+    seed=st.integers(0, 2**16),
+    depth=st.sampled_from([None, 0.8]),
+)
+def test_eloreta_and_sloreta_peak_at_true_source(depth_frac, log_lambda2, seed, depth):
+    """Noise-free single dipoles on a fixed-orientation sphere forward: every map peaks on its source."""
+    from exg_jax.covariance import NoiseCov
+    from exg_jax.forward import make_sphere_forward
+    from exg_jax.inverse import apply_inverse, make_inverse_operator
+    from exg_jax.montage import standard_montage
+    from exg_jax.source_space import ico_source_space
+    from exg_jax.sphere import SphereModel
+
+    sphere = SphereModel()
+    _, el = standard_montage("standard_1010", radius=0.075)
+    pos, radial = ico_source_space(2, radius=0.067 * depth_frac)
+    rng = np.random.default_rng(seed)
+    nn = radial + 0.7 * rng.standard_normal(radial.shape)  # oblique orientations
+    nn /= np.linalg.norm(nn, axis=1, keepdims=True)
+    fwd = make_sphere_forward(
+        jnp.asarray(el), jnp.asarray(pos), jnp.asarray(nn), sphere
+    )
+    inv = make_inverse_operator(
+        fwd, NoiseCov(jnp.eye(el.shape[0]) * 1e-12), depth=depth
+    )
+    lam = 10.0**log_lambda2
+    data = fwd.gain  # column k: the noise-free topography of source k alone
+    for method in ("eLORETA", "sLORETA"):
+        kw = (
+            dict(eloreta=EloretaOptions(eps=1e-8, max_iter=500))
+            if method == "eLORETA"
+            else {}
+        )
+        maps = np.abs(np.asarray(apply_inverse(data, inv, lam, method, **kw).data))
+        np.testing.assert_array_equal(np.argmax(maps, axis=0), np.arange(pos.shape[0]))
