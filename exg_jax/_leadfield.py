@@ -1,8 +1,8 @@
 """Private pure-JAX kernels for the EEG potential of current dipoles in concentric spheres.
 
-Both kernels return ``v`` with shape ``(n_elec, n_src, 3)`` such that the
-potential at electrode ``e`` of a dipole of moment ``q`` (A·m) at source ``s`` is
-``q · v[e, s] / (4 pi)`` (V), positions being taken relative to the sphere centre.
+Both kernels return ``v``, a tuple of the three components (each of shape
+``(n_elec, n_src)``), such that the potential at electrode ``e`` of a dipole of
+moment ``q`` (A·m) at source ``s`` is ``sum_k q_k v[k][e, s] / (4 pi)`` (V), positions being taken relative to the sphere centre.
 Conductivity scaling is carried by the weights (``lam`` or ``fn / sigma_outer``).
 
 Homogeneous-sphere building block (conductivity 1, electrode at radius ``R``)::
@@ -29,20 +29,6 @@ from jax import lax
 _SMALL_B = 1e-4
 
 
-def _taylor_field(r, rn, x):
-    """First three series terms of grad_x Phi for small |x| / R (conductivity 1).
-
-    r : (E, 1, 3) electrode vectors, rn : (E, 1, 1) their norms, x : (..., S, 3).
-    """
-    rhat = r / rn
-    xr = jnp.sum(x * rhat, axis=-1, keepdims=True)
-    xx = jnp.sum(x * x, axis=-1, keepdims=True)
-    t1 = 3.0 * rhat / rn**2
-    t2 = 2.5 * (3.0 * xr * rhat - x) / rn**3
-    t3 = (7.0 / 6.0) * (15.0 * xr**2 * rhat - 3.0 * xx * rhat - 6.0 * xr * x) / rn**4
-    return t1 + t2 + t3
-
-
 def berg_scherg_field(r_el, r_src, mu, lam):
     """Sum over equivalent dipoles of the homogeneous-sphere closed form.
 
@@ -55,29 +41,69 @@ def berg_scherg_field(r_el, r_src, mu, lam):
 
     Returns
     -------
-    v : (E, S, 3)
+    v : tuple of three (E, S) arrays, the x, y, z components.
+
+    Notes
+    -----
+    For a dipole at ``x`` (= ``mu_j`` times the source position) and an
+    electrode at ``r`` (``R = |r|``, ``a = |r - x|``), the closed form is
+    ``v = A x + B r`` with::
+
+        c1 = 2 (r.x - |x|^2) / a^3 + 1/a - 1/R
+        B  = 2 / a^3 + (a + R) / (R a (R a + R^2 - r.x))
+        A  = (c1 - B r.x) / |x|^2
+
+    Everything is computed per component on (E, F, S) arrays (no length-3 axis)
+    with one reciprocal square root and one division per element. For
+    ``|x| < 1e-4 min R`` the closed form cancels; the first three series terms
+    (error ~ (|x|/R)^3) are used instead::
+
+        A = -2.5 / R^3 - 7 (r.x) / R^5
+        B = 3 / R^3 + 7.5 (r.x) / R^5 + 7/6 (15 (r.x)^2 / R^2 - 3 |x|^2) / R^5
     """
-    r = r_el[:, None, None, :]  # (E, 1, 1, 3)
-    r2 = jnp.sum(r * r, axis=-1, keepdims=True)
-    rn = jnp.sqrt(r2)
+    rx_, ry_, rz_ = (r_el[:, k][:, None, None] for k in range(3))  # (E, 1, 1)
+    r2 = rx_ * rx_ + ry_ * ry_ + rz_ * rz_
+    inv_rn = lax.rsqrt(r2)
+    rn = r2 * inv_rn
+    r_min = jnp.min(rn)
     x = mu[:, None, None] * r_src[None]  # (F, S, 3)
-    x = x[None]  # (1, F, S, 3)
-    x2 = jnp.sum(x * x, axis=-1, keepdims=True)
-    small = x2 < (_SMALL_B**2) * r2  # (E, F, S, 1)
-    # Double-where: give the closed form a harmless position where it is not used.
-    x_safe = jnp.where(small, 0.5 * r, x)
-    x2_safe = jnp.sum(x_safe * x_safe, axis=-1, keepdims=True)
-    d = r - x_safe
-    a2 = jnp.sum(d * d, axis=-1, keepdims=True)
-    a = jnp.sqrt(a2)
-    rx = jnp.sum(r * x_safe, axis=-1, keepdims=True)
-    big_f = a * (rn * a + r2 - rx)
-    c1 = 2.0 * (rx - x2_safe) / (a * a2) + 1.0 / a - 1.0 / rn
-    c2 = 2.0 / (a * a2) + (a + rn) / (rn * big_f)
-    closed = (c1 - c2 * rx) / x2_safe * x_safe + c2 * r
-    small_val = _taylor_field(r, rn, jnp.where(small, x, 0.0))
-    v = jnp.where(small, small_val, closed)  # (E, F, S, 3)
-    return jnp.einsum("efsk,f->esk", v, lam)
+    x2 = jnp.sum(x * x, axis=-1)  # (F, S)
+    small = x2 < (_SMALL_B * r_min) ** 2
+    # Double-where: a harmless position (inside every electrode's sphere) where
+    # the closed form is not used, so that neither branch produces inf / NaN.
+    safe = jnp.zeros_like(x).at[..., 2].set(0.5 * r_min)
+    xs = jnp.where(small[..., None], safe, x)
+    xs2 = jnp.sum(xs * xs, axis=-1)
+    inv_x2 = 1.0 / xs2
+    xs_x, xs_y, xs_z = xs[..., 0], xs[..., 1], xs[..., 2]  # (F, S)
+    rdot = rx_ * xs_x + ry_ * xs_y + rz_ * xs_z  # (E, F, S)
+    a2 = r2 - 2.0 * rdot + xs2
+    inv_a = lax.rsqrt(a2)
+    a = a2 * inv_a
+    inv_a3 = inv_a * inv_a * inv_a
+    c1 = 2.0 * (rdot - xs2) * inv_a3 + inv_a - inv_rn
+    coef_b = 2.0 * inv_a3 + (a + rn) * inv_rn * inv_a / (rn * a + r2 - rdot)
+    coef_a = (c1 - coef_b * rdot) * inv_x2
+    # Series branch on the true (small) positions.
+    xt = jnp.where(small[..., None], x, 0.0)
+    xt2 = jnp.sum(xt * xt, axis=-1)
+    rdt = rx_ * xt[..., 0] + ry_ * xt[..., 1] + rz_ * xt[..., 2]
+    inv_r3 = inv_rn * inv_rn * inv_rn
+    inv_r5 = inv_r3 * inv_rn * inv_rn
+    ta = -2.5 * inv_r3 - 7.0 * rdt * inv_r5
+    tb = (
+        3.0 * inv_r3
+        + 7.5 * rdt * inv_r5
+        + (7.0 / 6.0) * (15.0 * rdt * rdt / r2 - 3.0 * xt2) * inv_r5
+    )
+    lam3 = lam[:, None]
+    coef_a = lam3 * jnp.where(small, ta, coef_a)  # (E, F, S)
+    coef_b = jnp.sum(lam3 * jnp.where(small, tb, coef_b), axis=1)  # (E, S)
+    xb = jnp.where(small[..., None], x, xs)  # = x
+    return tuple(
+        jnp.sum(coef_a * xb[..., k], axis=1) + r_el[:, k][:, None] * coef_b
+        for k in range(3)
+    )
 
 
 def series_field(r_el, r_src, fn):
@@ -122,7 +148,8 @@ def series_field(r_el, r_src, fn):
     carry, _ = lax.scan(step, init, (ns, fn.astype(dtype)))
     acc_a, acc_b = carry[5], carry[6]
     r2 = rn**2
-    return ((acc_a - c * acc_b) / r2)[..., None] * xhat + (acc_b / r2)[..., None] * rhat
+    v = ((acc_a - c * acc_b) / r2)[..., None] * xhat + (acc_b / r2)[..., None] * rhat
+    return tuple(v[..., k] for k in range(3))
 
 
 def exact_n_terms(b_max: float, tol: float = 1e-12, cap: int = 20000) -> int:

@@ -9,6 +9,7 @@ exact multi-shell Legendre series (``method="exact"``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -140,11 +141,11 @@ def _inside_check(src_pos, electrodes, center, inner_radius):
 
 
 def _finish(v, src_nn, fixed: bool, reference):
-    """(E, S, 3) field -> gain (E, S) or (E, 3 S), scaled by 1/(4 pi), referenced."""
+    """Field components (3 arrays (E, S)) -> gain (E, S) or (E, 3 S), times 1/(4 pi), referenced."""
     if fixed:
-        gain = jnp.einsum("esk,sk->es", v, src_nn)
+        gain = v[0] * src_nn[:, 0] + v[1] * src_nn[:, 1] + v[2] * src_nn[:, 2]
     else:
-        gain = v.reshape(v.shape[0], -1)
+        gain = jnp.stack(v, axis=-1).reshape(v[0].shape[0], -1)
     gain = gain * (0.25 / math.pi)
     if reference == "average":
         gain = _leadfield.average_reference(gain)
@@ -243,10 +244,19 @@ def _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn: bool):
 
 def _resolve_berg_scherg(sphere, berg_scherg, dtype):
     if berg_scherg is None:
-        from .sphere import berg_scherg_params
+        if is_concrete(sphere.radii, sphere.conductivities):
+            # Memoised on the concrete model (a pure function of it), as MNE-Python
+            # caches its fit: a repeated eager call does not refit.
+            mu, lam = _cached_fit(
+                str(jnp.dtype(dtype)),
+                tuple(np.asarray(sphere.radii).tolist()),
+                tuple(np.asarray(sphere.conductivities).tolist()),
+            )
+        else:
+            from .sphere import berg_scherg_params
 
-        fit = berg_scherg_params(sphere)
-        mu, lam = fit.mu, fit.lam
+            fit = berg_scherg_params(sphere)
+            mu, lam = fit.mu, fit.lam
     else:
         try:
             mu, lam = berg_scherg
@@ -267,6 +277,17 @@ def _resolve_berg_scherg(sphere, berg_scherg, dtype):
                 f"berg_scherg mu must lie in [-1, 1], got {np.asarray(mu)!r}."
             )
     return mu.astype(dtype), lam.astype(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_fit(dtype: str, radii: tuple, sigmas: tuple):
+    from .sphere import SphereModel, berg_scherg_params
+
+    sph = SphereModel(
+        jnp.asarray(radii, dtype), jnp.asarray(sigmas, dtype), jnp.zeros(3, dtype)
+    )
+    fit = berg_scherg_params(sph)
+    return fit.mu, fit.lam
 
 
 def _exact_terms(electrodes, src_pos, sphere, n_terms):
