@@ -394,52 +394,82 @@ def _safe_div(num, den, fill):
     return jnp.where(ok, num / jnp.where(ok, den, 1), fill)
 
 
-def _column_stats(A, j, pos, threshold):
+_NEEDS = {
+    "imax": ("imax",),
+    "amax": ("amax",),
+    "asum": ("asum",),
+    "peak_err": ("imax", "peak_err"),
+    "cog_err": ("asum", "cog_err"),
+    "sd_ext": ("sd_ext",),
+    "maxrad_ext": ("amax", "above", "maxrad_ext"),
+    "maxrad_ext_mne": ("amax", "above", "maxrad_ext_mne"),
+    "n_above": ("amax", "above", "n_above"),
+    "peak_amp": ("amax",),
+    "sum_amp": ("asum",),
+    "rel_amp": ("amax", "asum"),
+}
+
+
+def _column_stats(A, j, pos, threshold, wanted):
     """Statistics of the functions in the columns of ``A`` (n, b).
 
-    ``j`` (b,) are the true source indices of the columns and ``pos`` (n, 3)
-    the source positions. Returns a dict of (b,) arrays.
+    ``j`` (b,) are the true source indices of the columns, ``pos`` (n, 3) the
+    source positions (centred: the metrics are translation invariant and the
+    expanded squared distances below lose less precision), ``wanted`` a
+    static tuple of statistic names. Returns a dict of (b,) arrays.
     """
+    need = {k for w in wanted for k in _NEEDS[w]}
     a = jnp.abs(A)
-    imax = jnp.argmax(a, axis=0)
-    amax = jnp.max(a, axis=0)
-    asum = jnp.sum(a, axis=0)
     pj = pos[j]
     nan = jnp.asarray(jnp.nan, dtype=a.dtype)
-    peak_err = jnp.sqrt(jnp.sum((pj - pos[imax]) ** 2, axis=1))
-    cog = _safe_div(a.T @ pos, asum[:, None], nan)
-    cog_err = jnp.sqrt(jnp.sum((pj - cog) ** 2, axis=1))
-    d2 = (
-        (pos[:, 0:1] - pj[None, :, 0]) ** 2
-        + (pos[:, 1:2] - pj[None, :, 1]) ** 2
-        + (pos[:, 2:3] - pj[None, :, 2]) ** 2
-    )
-    a2 = a * a
-    sd = jnp.sqrt(_safe_div(jnp.sum(d2 * a2, axis=0), jnp.sum(a2, axis=0), nan))
-    above = a > threshold * amax
-    maxrad = jnp.sqrt(jnp.max(jnp.where(above, d2, 0), axis=0))
-    # MNE-Python 1.13's ``maxrad_ext`` sums the squared offsets over the
-    # suprathreshold sources per coordinate axis and takes the largest axis.
-    axis_sums = jnp.stack(
-        [
-            jnp.sum(
-                jnp.where(above, (pos[:, c : c + 1] - pj[None, :, c]) ** 2, 0), axis=0
+    out = {}
+    if "imax" in need:
+        imax = jnp.argmax(a, axis=0)
+        out["imax"] = imax
+        out["peak_err"] = jnp.sqrt(jnp.sum((pj - pos[imax]) ** 2, axis=1))
+    if "amax" in need:
+        out["amax"] = jnp.max(a, axis=0)
+    if "asum" in need:
+        out["asum"] = jnp.sum(a, axis=0)
+    if "cog_err" in need:
+        cog = _safe_div(a.T @ pos, out["asum"][:, None], nan)
+        out["cog_err"] = jnp.sqrt(jnp.sum((pj - cog) ** 2, axis=1))
+    pp = jnp.sum(pos * pos, axis=1)
+    if "sd_ext" in need:
+        # sum_i |p_i - p_j|² a_ij² = pp·a² + |p_j|² Σa² - 2 p_j·(posᵀ a²): matmuls only.
+        a2 = a * a
+        s2 = jnp.sum(a2, axis=0)
+        num = (
+            pp @ a2
+            + jnp.sum(pj * pj, axis=1) * s2
+            - 2 * jnp.sum(pj * (a2.T @ pos), axis=1)
+        )
+        out["sd_ext"] = jnp.sqrt(_safe_div(jnp.maximum(num, 0), s2, nan))
+    if "above" in need:
+        above = a > threshold * out["amax"]
+        if "maxrad_ext" in need:
+            d2 = (
+                (pos[:, 0:1] - pj[None, :, 0]) ** 2
+                + (pos[:, 1:2] - pj[None, :, 1]) ** 2
+                + (pos[:, 2:3] - pj[None, :, 2]) ** 2
             )
-            for c in range(3)
-        ]
-    )
-    maxrad_mne = jnp.sqrt(jnp.max(axis_sums, axis=0))
-    return dict(
-        imax=imax,
-        amax=amax,
-        asum=asum,
-        peak_err=peak_err,
-        cog_err=cog_err,
-        sd_ext=sd,
-        maxrad_ext=maxrad,
-        maxrad_ext_mne=maxrad_mne,
-        n_above=jnp.sum(above, axis=0),
-    )
+            out["maxrad_ext"] = jnp.sqrt(jnp.max(jnp.where(above, d2, 0), axis=0))
+        if "n_above" in need:
+            out["n_above"] = jnp.sum(above, axis=0)
+        if "maxrad_ext_mne" in need:
+            # MNE-Python 1.13's ``maxrad_ext`` sums the squared offsets over the
+            # suprathreshold sources per coordinate axis and takes the largest axis.
+            axis_sums = jnp.stack(
+                [
+                    jnp.sum(
+                        jnp.where(above, (pos[:, c : c + 1] - pj[None, :, c]) ** 2, 0),
+                        axis=0,
+                    )
+                    for c in range(3)
+                ]
+            )
+            out["maxrad_ext_mne"] = jnp.sqrt(jnp.max(jnp.maximum(axis_sums, 0), axis=0))
+    return {k: out[k] for k in wanted if k in out}
 
 
 def _block_getter(R, function, n_orient, b):
@@ -476,9 +506,14 @@ def _block_getter(R, function, n_orient, b):
     return get
 
 
-@functools.partial(jax.jit, static_argnames=("function", "n_orient", "block_size"))
-def _all_stats(R, pos, threshold, *, function, n_orient, block_size):
+@functools.partial(
+    jax.jit, static_argnames=("function", "n_orient", "block_size", "wanted")
+)
+def _all_stats(R, pos, threshold, *, function, n_orient, block_size, wanted):
     n = R.shape[1]
+    pos = pos - jnp.mean(pos, axis=0)
+    keys = tuple(sorted({k for w in wanted for k in _NEEDS[w]} & set(_NEEDS)))
+    base = tuple(k for k in keys if k not in ("peak_amp", "sum_amp", "rel_amp"))
     b = min(block_size, n)
     n_blocks = -(-n // b)
     # Blocks never run past the end: the last one is shifted back and overlaps
@@ -488,7 +523,7 @@ def _all_stats(R, pos, threshold, *, function, n_orient, block_size):
 
     def one(start):
         j = start + jnp.arange(b)
-        return _column_stats(get(start), j, pos, threshold)
+        return _column_stats(get(start), j, pos, threshold, base)
 
     if n_blocks == 1:
         out = one(jnp.asarray(0))
@@ -499,15 +534,17 @@ def _all_stats(R, pos, threshold, *, function, n_orient, block_size):
         for key, val in stats.items():
             flat = val.reshape(-1)
             out[key] = jnp.zeros((n,), flat.dtype).at[where].set(flat)
-    jmax = jnp.max(out["amax"])
-    smax = jnp.max(out["asum"])
-    nan = jnp.asarray(jnp.nan, dtype=out["amax"].dtype)
-    out["peak_amp"] = _safe_div(out["amax"], jmax, nan)
-    out["sum_amp"] = _safe_div(out["asum"], smax, nan)
-    return out
+    nan = jnp.asarray(jnp.nan, dtype=pos.dtype)
+    if "peak_amp" in wanted:
+        out["peak_amp"] = _safe_div(out["amax"], jnp.max(out["amax"]), nan)
+    if "sum_amp" in wanted:
+        out["sum_amp"] = _safe_div(out["asum"], jnp.max(out["asum"]), nan)
+    if "rel_amp" in wanted:
+        out["rel_amp"] = _safe_div(out["amax"], out["asum"], nan)
+    return {k: out[k] for k in wanted}
 
 
-def _stats(R, src_pos, function, threshold, block_size):
+def _stats(R, src_pos, function, threshold, block_size, wanted):
     check_option("function", function, _FUNCTIONS)
     R = _check_matrix(R)
     n_orient = _n_orient_of(R)
@@ -532,6 +569,7 @@ def _stats(R, src_pos, function, threshold, block_size):
         n_orient=n_orient,
         # Normalised so that equivalent calls share one compilation.
         block_size=min(int(block_size), n),
+        wanted=tuple(sorted(set(wanted))),
     )
 
 
@@ -559,7 +597,7 @@ def peak_localisation_error(R, function="psf", *, block_size=256):
         ``argmax_i |f_j(i)| - j``: zero where the function of source ``j``
         peaks on ``j`` itself (ties: the first maximum, as ``numpy.argmax``).
     """
-    st = _stats(R, None, function, 0.5, block_size)
+    st = _stats(R, None, function, 0.5, block_size, ("imax",))
     return st["imax"] - jnp.arange(st["imax"].shape[0])
 
 
@@ -579,7 +617,7 @@ def spatial_spread(R, function="psf", *, threshold=0.5, block_size=256):
     count : Array of int, shape (n,)
         1 for a perfectly focal function, ``n`` for a flat one.
     """
-    return _stats(R, None, function, threshold, block_size)["n_above"]
+    return _stats(R, None, function, threshold, block_size, ("n_above",))["n_above"]
 
 
 def relative_amplitude(R, function="psf", *, block_size=256):
@@ -597,9 +635,7 @@ def relative_amplitude(R, function="psf", *, block_size=256):
         ``max_i |f_j(i)| / sum_i |f_j(i)|`` in (0, 1]; 1 for a focal
         function, NaN for an identically zero one.
     """
-    st = _stats(R, None, function, 0.5, block_size)
-    nan = jnp.asarray(jnp.nan, dtype=st["amax"].dtype)
-    return _safe_div(st["amax"], st["asum"], nan)
+    return _stats(R, None, function, 0.5, block_size, ("rel_amp",))["rel_amp"]
 
 
 def resolution_metrics(
@@ -681,7 +717,9 @@ def resolution_metrics(
         check_option("metric", m, METRICS)
     if src_pos is None:
         raise ValueError("src_pos is required (shape (n, 3)).")
-    st = _stats(R, src_pos, function, threshold, block_size)
     key = {"maxrad_ext": "maxrad_ext_mne"} if mne_compat else {}
+    st = _stats(
+        R, src_pos, function, threshold, block_size, [key.get(m, m) for m in metrics]
+    )
     out = {m: st[key.get(m, m)] for m in metrics}
     return out[metric] if isinstance(metric, str) else out
