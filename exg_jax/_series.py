@@ -92,6 +92,20 @@ def berg_scherg_weights(inner_over_outer, n_terms: int, dtype):
 # ---------------------------------------------------------------------------
 
 
+def int_powers(x, n_max: int):
+    """``x[..., None] ** k`` for ``k = 0 .. n_max`` by repeated squaring:
+    elementwise products only (exact for negative ``x``, smooth derivatives,
+    no ``log`` and no NaN at ``x = 0``)."""
+    k = np.arange(n_max + 1)
+    out = jnp.ones(x.shape + (n_max + 1,), x.dtype)
+    sq = x[..., None]
+    for b in range(max(int(n_max).bit_length(), 1)):
+        bit = jnp.asarray(((k >> b) & 1).astype(bool))
+        out = jnp.where(bit, out * sq, out)
+        sq = sq * sq
+    return out
+
+
 def _design(mu, fn, w):
     """Weighted target ``y`` and design ``A`` after eliminating ``lambda_0``.
 
@@ -101,9 +115,8 @@ def _design(mu, fn, w):
     ``A_nj = w_{n-1} (mu_j^(n-1) - mu_0^(n-1))``, ``j >= 1``.
     """
     n_terms = fn.shape[0]
-    p = jnp.arange(1, n_terms, dtype=fn.dtype)  # n - 1
     wt = w[:-1]
-    pw = jnp.power(mu[:, None], p[None, :])  # (n_fit, n_terms - 1)
+    pw = int_powers(mu, n_terms - 1)[:, 1:]  # mu^(n-1), n = 2..N
     y = wt * (fn[1:] - pw[0] * fn[0])
     a = wt[:, None] * (pw[1:] - pw[0][None, :]).T
     return y, a
@@ -164,13 +177,71 @@ def linear_fit(mu, fn, w):
 MU_BOUND = 1.0 - 2e-6
 
 
-def _resid(mu, fn, w):
-    return linear_fit(mu, fn, w)[1]
-
-
-def _loss(mu, fn, w):
-    r = _resid(mu, fn, w)
+def _grid_loss(mu, fn, w):
+    """Variable-projection cost ``0.5 ||r||^2`` at fixed ``mu`` (grid stage)."""
+    r = linear_fit(mu, fn, w)[1]
     return 0.5 * jnp.sum(r * r)
+
+
+def _joint_resid(z, fn, w, n_fit: int):
+    """Weighted residual of MNE's objective in the joint unknowns
+    ``z = (mu_0 .. mu_{m-1}, lambda_1 .. lambda_{m-1})``, with
+    ``lambda_0 = f_1 - sum(lambda_1..)`` so the dipole term is exact."""
+    mu = z[:n_fit]
+    lam_rest = z[n_fit:]
+    lam = jnp.concatenate([jnp.atleast_1d(fn[0] - jnp.sum(lam_rest)), lam_rest])
+    model = lam @ int_powers(mu, fn.shape[0] - 1)[:, 1:]  # n = 2..N
+    return w[:-1] * (fn[1:] - model)
+
+
+def _joint_loss(z, fn, w, n_fit: int):
+    r = _joint_resid(z, fn, w, n_fit)
+    return 0.5 * jnp.sum(r * r)
+
+
+def _joint_derivs(z, fn, w, n_fit: int, hessian: bool = True):
+    """Analytic residual, gradient and (optionally) exact Hessian of
+    ``0.5 ||r||^2`` in ``z = (mu, lambda_1..)`` (closed form: the model is a
+    sum of powers, so this is much lighter to compile than nested autodiff).
+
+    With ``p = n - 1`` and ``omega = w_{n-1}``: ``dr/dmu_j = -omega lambda_j p mu_j^(p-1)``,
+    ``dr/dlambda_j = -omega (mu_j^p - mu_0^p)`` (``j >= 1``); the non-zero second
+    derivatives are ``d2r/dmu_j^2 = -omega lambda_j p (p-1) mu_j^(p-2)``,
+    ``d2r/dmu_j dlambda_j = -omega p mu_j^(p-1)`` and
+    ``d2r/dmu_0 dlambda_j = +omega p mu_0^(p-1)``.
+    """
+    n_terms = fn.shape[0]
+    dtype = fn.dtype
+    mu = z[:n_fit]
+    lam_rest = z[n_fit:]
+    lam = jnp.concatenate([jnp.atleast_1d(fn[0] - jnp.sum(lam_rest)), lam_rest])
+    e = int_powers(mu, n_terms - 1)  # (m, N): mu^k, k = 0..N-1
+    p = jnp.arange(1, n_terms, dtype=dtype)
+    om = w[:-1]
+    p0 = e[:, 1:]  # mu^p
+    p1 = p * e[:, :-1]  # p mu^(p-1)
+    r = om * (fn[1:] - lam @ p0)
+    j_mu = -(om[:, None] * (lam[:, None] * p1).T)
+    j_lam = -(om[:, None] * (p0[1:] - p0[0][None, :]).T)
+    jac = jnp.concatenate([j_mu, j_lam], axis=1)
+    g = jac.T @ r
+    if not hessian:
+        return r, g, None
+    e2 = jnp.concatenate([jnp.zeros((n_fit, 1), dtype), e[:, :-2]], axis=1)
+    p2 = p * (p - 1.0) * e2  # p (p-1) mu^(p-2)
+    ro = r * om
+    s_mumu = -jnp.diag((lam[:, None] * p2) @ ro)
+    cross = -(p1 @ ro)  # (m,): sum_i r_i omega_i p mu_j^(p-1)
+    s_mulam = jnp.zeros((n_fit, n_fit - 1), dtype)
+    if n_fit > 1:
+        s_mulam = s_mulam.at[0, :].set(-cross[0])
+        s_mulam = s_mulam.at[jnp.arange(1, n_fit), jnp.arange(n_fit - 1)].set(cross[1:])
+    top = jnp.concatenate([s_mumu, s_mulam], axis=1)
+    bottom = jnp.concatenate(
+        [s_mulam.T, jnp.zeros((n_fit - 1, n_fit - 1), dtype)], axis=1
+    )
+    h = jac.T @ jac + jnp.concatenate([top, bottom], axis=0)
+    return r, g, h
 
 
 def _grid_starts(n_fit: int) -> np.ndarray:
@@ -183,34 +254,40 @@ def _grid_starts(n_fit: int) -> np.ndarray:
     return np.array(list(itertools.combinations(grid[::-1], n_fit)))
 
 
-def _active(mu, g, bound):
-    """Components held at the bound |mu| = bound with the gradient pushing out."""
-    at_hi = (mu >= bound) & (g <= 0)
-    at_lo = (mu <= -bound) & (g >= 0)
-    return at_hi | at_lo
+def _free_mask(z, g, n_fit: int, bound):
+    """False for ``mu`` components held at ``|mu| = bound`` with the gradient
+    pushing outwards; ``lambda`` components are always free."""
+    is_mu = jnp.arange(z.shape[0]) < n_fit
+    at_hi = (z >= bound) & (g <= 0)
+    at_lo = (z <= -bound) & (g >= 0)
+    return ~(is_mu & (at_hi | at_lo))
 
 
-def _newton_solve(mu0, fn, w, max_iter: int):
-    """Damped (Levenberg-style) Newton iteration on the variable-projection
-    cost with the exact Hessian, projected on ``|mu| <= MU_BOUND``.
+def _newton_solve(z0, fn, w, n_fit: int, max_iter: int):
+    """Damped (Levenberg-style) Newton iteration on MNE's objective with the
+    exact Hessian, ``mu`` projected on ``|mu| <= MU_BOUND``.
 
     A step solves ``(H + damp * s I) d = -g`` on the free components
-    (``s`` = largest |diag H|); it is kept only if the cost decreases
-    (a failed Cholesky gives a non-finite cost and is rejected, raising the
-    damping). Close to the minimum the damping vanishes and convergence is
+    (``s`` = largest |diag H|); it is kept only if the cost does not increase
+    (a failed Cholesky gives a non-finite trial and is rejected, raising the
+    damping). Near the minimum the damping vanishes and convergence is
     quadratic, so the optimum is accurate to rounding, as the implicit
     adjoint assumes.
     """
     dtype = fn.dtype
     eps = jnp.finfo(dtype).eps
     bound = jnp.asarray(MU_BOUND, dtype)
-    tol = jnp.sqrt(eps) * 1e-3
-    grad_fn = jax.grad(_loss)
-    hess_fn = jax.jacfwd(grad_fn)
-    eye = jnp.eye(mu0.shape[0], dtype=dtype)
+    tol = 1e3 * eps
+    eye = jnp.eye(z0.shape[0], dtype=dtype)
+    is_mu = jnp.arange(z0.shape[0]) < n_fit
+    # Rounding scale of the gradient: |J| * |w f| (J ~ w * O(n) powers).
+    p = jnp.arange(1, fn.shape[0], dtype=dtype)
+    gscale = jnp.sqrt(jnp.sum((w[:-1] * p) ** 2)) * jnp.sqrt(
+        jnp.sum((w[:-1] * fn[1:]) ** 2)
+    )
 
-    def cost(mu):
-        c = _loss(mu, fn, w)
+    def cost(z):
+        c = _joint_loss(z, fn, w, n_fit)
         return jnp.where(jnp.isfinite(c), c, jnp.inf)
 
     def cond(state):
@@ -218,92 +295,118 @@ def _newton_solve(mu0, fn, w, max_iter: int):
         return (it < max_iter) & (~done)
 
     def body(state):
-        it, mu, c, damp, _ = state
-        g = grad_fn(mu, fn, w)
-        h = hess_fn(mu, fn, w)
-        free = ~_active(mu, g, bound)
+        it, z, c, damp, _ = state
+        _, g, h = _joint_derivs(z, fn, w, n_fit)
+        free = _free_mask(z, g, n_fit, bound)
         ff = free[:, None] & free[None, :]
         scale = jnp.max(jnp.abs(jnp.diag(h))) + eps
         hd = jnp.where(ff, h + damp * scale * eye, eye)
         step = jnp.where(free, spd_solve(hd, -jnp.where(free, g, 0.0)), 0.0)
-        trial = jnp.clip(mu + step, -bound, bound)
-        ct = cost(trial)
-        ct = jnp.where(jnp.all(jnp.isfinite(trial)), ct, jnp.inf)
-        accept = ct <= c
-        mu_new = jnp.where(accept, trial, mu)
+        trial = jnp.where(is_mu, jnp.clip(z + step, -bound, bound), z + step)
+        ct = jnp.where(jnp.all(jnp.isfinite(trial)), cost(trial), jnp.inf)
+        # Near the optimum the decrease (~ g H^-1 g) falls below the cost's
+        # rounding (the residual is a small difference of O(1) terms) long
+        # before z has converged: there a step is kept when it does not raise
+        # the cost beyond that rounding and it reduces the gradient.
+        g_trial = _joint_derivs(trial, fn, w, n_fit, False)[1]
+        g_ok = jnp.sum(jnp.where(free, g_trial, 0.0) ** 2) < jnp.sum(
+            jnp.where(free, g, 0.0) ** 2
+        )
+        accept = (ct < c) | ((ct <= c * (1.0 + jnp.sqrt(eps))) & g_ok)
+        z_new = jnp.where(accept, trial, z)
         c_new = jnp.where(accept, ct, c)
         damp_new = jnp.where(accept, damp * 0.1, jnp.maximum(damp, 1e-8) * 10.0)
-        small_step = accept & (jnp.max(jnp.abs(trial - mu)) < tol)
-        done = small_step | (damp_new > 1e10) | (c_new == 0)
-        return it + 1, mu_new, c_new, damp_new, done
+        # A small step only means convergence when it is (nearly) undamped.
+        small_step = (
+            accept
+            & (damp <= 1e-6)
+            & (jnp.max(jnp.abs(trial - z)) < tol * (1.0 + jnp.max(jnp.abs(z))))
+        )
+        g_tiny = jnp.max(jnp.abs(jnp.where(free, g_trial, 0.0))) <= 0.02 * eps * gscale
+        done = small_step | (accept & g_tiny) | (damp_new > 1e10) | (c_new == 0)
+        return it + 1, z_new, c_new, damp_new, done
 
     state0 = (
         jnp.asarray(0),
-        mu0,
-        cost(mu0),
+        z0,
+        cost(z0),
         jnp.asarray(1e-3, dtype),
         jnp.asarray(False),
     )
-    it, mu, c, _, done = lax.while_loop(cond, body, state0)
-    return mu, c, it, done
+    it, z, c, _, done = lax.while_loop(cond, body, state0)
+    _, g, h = _joint_derivs(z, fn, w, n_fit)
+    free = _free_mask(z, g, n_fit, bound)
+    gmax = jnp.max(jnp.abs(jnp.where(free, g, 0.0)))
+    converged = gmax <= eps * gscale
+    return z, c, it, converged
 
 
-def _solve_mu_impl(fn, w, n_fit: int, n_starts: int, max_iter: int):
+def _solve_impl(fn, w, n_fit: int, n_starts: int, max_iter: int):
     dtype = fn.dtype
     starts = jnp.asarray(_grid_starts(n_fit), dtype)
-    costs = jax.vmap(lambda m: _loss(m, fn, w))(starts)
+    # Global stage: variable-projection cost on the grid (lambda in closed form).
+    costs = jax.vmap(lambda m: _grid_loss(m, fn, w))(starts)
     costs = jnp.where(jnp.isfinite(costs), costs, jnp.inf)
     k = min(n_starts, starts.shape[0])
     _, idx = lax.top_k(-costs, k)
-    mus, cs, its, dones = jax.vmap(lambda m: _newton_solve(m, fn, w, max_iter))(
-        starts[idx]
+    mu0 = starts[idx]
+    lam0 = jax.vmap(lambda m: linear_fit(m, fn, w)[0])(mu0)
+    z0 = jnp.concatenate([mu0, lam0[:, 1:]], axis=1)
+    # Local stage: damped Newton in (mu, lambda) from the best grid points.
+    zs, cs, its, dones = jax.vmap(lambda z: _newton_solve(z, fn, w, n_fit, max_iter))(
+        z0
     )
     best = jnp.argmin(cs)
-    return mus[best], its[best], dones[best]
+    return zs[best], its[best], dones[best]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def solve_mu(fn, w, n_fit, n_starts, max_iter):
-    """Optimal ``mu`` (unsorted), iterations, converged flag."""
-    return _solve_mu_impl(fn, w, n_fit, n_starts, max_iter)
+def solve_joint(fn, w, n_fit, n_starts, max_iter):
+    """Optimal ``z = (mu, lambda_1..)`` (``mu`` unsorted), iterations, converged."""
+    return _solve_impl(fn, w, n_fit, n_starts, max_iter)
 
 
-def _solve_mu_fwd(fn, w, n_fit, n_starts, max_iter):
-    out = _solve_mu_impl(fn, w, n_fit, n_starts, max_iter)
+def _solve_fwd(fn, w, n_fit, n_starts, max_iter):
+    out = _solve_impl(fn, w, n_fit, n_starts, max_iter)
     return out, (out[0], fn, w)
 
 
-def _solve_mu_bwd(n_fit, n_starts, max_iter, res, cts):
+def _solve_bwd(n_fit, n_starts, max_iter, res, cts):
     # Implicit function theorem on the free components F of the optimum
-    # (grad_F L(mu*, p) = 0; components at the bound do not move):
-    # d mu_F = -H_FF^{-1} d_p grad_F L  =>  p_bar = -(d_p grad L)^T v,
-    # H_FF v_F = mu_bar_F, v_A = 0.
-    mu, fn, w = res
-    mu_bar = cts[0]
-    dtype = mu.dtype
-    grad_fn = jax.grad(_loss, argnums=0)
-    g = grad_fn(mu, fn, w)
-    free = ~_active(mu, g, jnp.asarray(MU_BOUND, dtype))
-    h = jax.jacfwd(grad_fn, argnums=0)(mu, fn, w)
+    # (grad_F L(z*, p) = 0; mu components held at the bound do not move):
+    # dz_F = -H_FF^{-1} d_p grad_F L  =>  p_bar = -(d_p grad L)^T v,
+    # with H_FF v_F = z_bar_F and v = 0 elsewhere.
+    z, fn, w = res
+    z_bar = cts[0]
+    dtype = z.dtype
+    _, g, h = _joint_derivs(z, fn, w, n_fit)
+    free = _free_mask(z, g, n_fit, jnp.asarray(MU_BOUND, dtype))
     ff = free[:, None] & free[None, :]
-    h = jnp.where(ff, h, jnp.eye(mu.shape[0], dtype=dtype))
-    v = spd_solve(h, jnp.where(free, mu_bar, 0.0))
-    v = jnp.where(free, v, 0.0)
-    _, vjp = jax.vjp(lambda f_, w_: grad_fn(mu, f_, w_), fn, w)
+    h = jnp.where(ff, h, jnp.eye(z.shape[0], dtype=dtype))
+    v = jnp.where(free, spd_solve(h, jnp.where(free, z_bar, 0.0)), 0.0)
+    _, vjp = jax.vjp(lambda f_, w_: _joint_derivs(z, f_, w_, n_fit, False)[1], fn, w)
     fn_bar, w_bar = vjp(-v)
     return fn_bar, w_bar
 
 
-solve_mu.defvjp(_solve_mu_fwd, _solve_mu_bwd)
+solve_joint.defvjp(_solve_fwd, _solve_bwd)
 
 
 def berg_scherg_fit(fn, w, n_fit: int, n_starts: int = 4, max_iter: int = 100):
-    """``(mu, lambda, rv, n_iter, converged)``, ``mu`` sorted descending."""
-    mu, n_iter, converged = solve_mu(fn, w, n_fit, n_starts, max_iter)
+    """``(mu, lambda, rv, n_iter, converged)``, ``mu`` sorted descending.
+
+    ``rv`` is MNE-Python's relative residual: the weighted residual sum of
+    squares over ``||y||^2``, ``y_n = w_{n-1} (f_n - f_1 mu_0^(n-1))`` with
+    ``mu_0`` the largest ``mu``.
+    """
+    z, n_iter, converged = solve_joint(fn, w, n_fit, n_starts, max_iter)
+    mu = z[:n_fit]
+    lam = jnp.concatenate([jnp.atleast_1d(fn[0] - jnp.sum(z[n_fit:])), z[n_fit:]])
     order = jnp.argsort(-lax.stop_gradient(mu))
-    mu = mu[order]
-    lam, resid, y = linear_fit(mu, fn, w)
+    mu, lam = mu[order], lam[order]
+    resid = _joint_resid(z, fn, w, n_fit)
     rss = jnp.sum(resid * resid)
+    y = w[:-1] * (fn[1:] - int_powers(mu[0], fn.shape[0] - 1)[1:] * fn[0])
     yy = jnp.sum(y * y)
     rv = rss / jnp.where(yy > 0, yy, 1.0)
     return mu, lam, rv, n_iter, converged
