@@ -303,7 +303,9 @@ def _exact_terms(electrodes, src_pos, sphere, n_terms):
         c = np.asarray(sphere.center, dtype=float)
         d_src = np.linalg.norm(np.asarray(src_pos, dtype=float) - c, axis=1)
         d_el = np.linalg.norm(np.asarray(electrodes, dtype=float) - c, axis=1)
-        return _leadfield.exact_n_terms(float(d_src.max() / d_el.min()), EXACT_TOL)
+        n = _leadfield.exact_n_terms(float(d_src.max() / d_el.min()), EXACT_TOL)
+        # Round up to a multiple of 64: fewer distinct (static) sizes to compile.
+        return -(-n // 64) * 64
     return EXACT_TRACED_N_TERMS
 
 
@@ -397,7 +399,7 @@ def make_sphere_forward(
     n_terms : int, optional
         Number of series terms for ``method="exact"`` (static). Default: the
         smallest number whose tail bound is below ``EXACT_TOL`` = 1e-12 relative
-        (see Notes), or ``EXACT_TRACED_N_TERMS`` = 1000 when the geometry is traced.
+        (see Notes), rounded up to a multiple of 64, or ``EXACT_TRACED_N_TERMS`` = 1000 when the geometry is traced.
 
     Returns
     -------
