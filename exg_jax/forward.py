@@ -441,6 +441,13 @@ def make_sphere_forward(
     ``(2N+3)(N+2) b**N / (6 (1-b))`` (relative to the first term) below 1e-12
     for the largest ``b`` of the problem.
 
+    Berg–Scherg accuracy, measured against the exact series
+    (``bench/forward_accuracy.py``: 642 electrodes on the scalp, average
+    reference, relative L2 error of the scalp potential, worst of radial and
+    tangential dipoles): 3-shell default 0.02 % at ``|x| = 0.1 r_inner``, 0.11 %
+    at 0.5, 0.19 % at 0.9, 0.20 % at 0.99; MNE-Python's 4-shell default
+    0.009 %, 0.06 %, 0.26 %, 0.69 % at the same fractions.
+
     The kernels are pure JAX: ``jit``-, ``vmap``- (e.g. over a batch of
     ``SphereModel``) and ``grad``-compatible (w.r.t. electrodes, sources,
     radii, conductivities and centre; for Berg–Scherg the radii and
