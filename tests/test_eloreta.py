@@ -259,9 +259,7 @@ def _kernel_loss_fn(case, std, y, weights):
     return loss
 
 
-@pytest.mark.parametrize(
-    "case", [CASES[0], CASES[1], CASES[3]], ids=[CASE_IDS[0], CASE_IDS[1], CASE_IDS[3]]
-)
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=CASE_IDS[:2])
 def test_grad_lambda2_and_gain_vs_finite_differences(case):
     G, std = _problem(case, n_chan=10, n_src=15, seed=2)
     rng = np.random.default_rng(5)
@@ -275,8 +273,11 @@ def test_grad_lambda2_and_gain_vs_finite_differences(case):
     @jax.jit
     def check(G, lam):
         gG, gl = jax.grad(loss, argnums=(0, 1))(G, lam)
-        fd_l = (loss(G, lam + h) - loss(G, lam - h)) / (2 * h)
-        fd_G = (loss(G + h * D, lam) - loss(G - h * D, lam)) / (2 * h)
+        sg = jnp.array([1.0, -1.0, 0.0, 0.0])
+        sl = jnp.array([0.0, 0.0, 1.0, -1.0])
+        vals = jax.vmap(loss)(G + h * sg[:, None, None] * D, lam + h * sl)
+        fd_G = (vals[0] - vals[1]) / (2 * h)
+        fd_l = (vals[2] - vals[3]) / (2 * h)
         return gG, gl, fd_l, jnp.sum(gG * D), fd_G
 
     gG, gl, fd_l, gD, fd_G = check(G, 0.1)
@@ -437,31 +438,11 @@ def test_operator_jit_equals_eager_and_nonconvergence(mne_problem):
     assert int(st.n_iter) == 3 and not bool(st.converged)
 
 
-def test_grad_lambda2_through_apply_inverse(mne_problem):
-    from exg_jax.inverse import apply_inverse
-
-    inv = mne_problem["ops"]["loose0.2"][1]
-    data = jnp.asarray(mne_problem["data"]) * 1e6
-    opts = EloretaOptions(eps=1e-13, max_iter=1000)
-
-    def loss(lam):
-        return jnp.sum(apply_inverse(data, inv, lam, "eLORETA", eloreta=opts).data ** 2)
-
-    h = 1e-5
-
-    @jax.jit
-    def check(lam):
-        return jax.grad(loss)(lam), (loss(lam + h) - loss(lam - h)) / (2 * h)
-
-    g, fd = check(jnp.asarray(LAMBDA2))
-    assert np.isfinite(float(g))
-    assert abs(g - fd) <= 1e-4 * abs(fd), (g, fd)
-
-
 # --------------------------------------------------------------------------- #
 # End to end: SphereModel -> forward -> inverse -> eLORETA, reverse mode
 # --------------------------------------------------------------------------- #
-def test_grad_sphere_parameters_end_to_end():
+def test_grad_sphere_parameters_and_lambda2_end_to_end():
+    """SphereModel radii / conductivities and λ² -> forward -> inverse -> eLORETA map."""
     from exg_jax.covariance import NoiseCov
     from exg_jax.forward import make_sphere_forward_free
     from exg_jax.inverse import apply_inverse, make_inverse_operator
@@ -477,7 +458,7 @@ def test_grad_sphere_parameters_end_to_end():
     cov = NoiseCov(jnp.eye(n))
     opts = EloretaOptions(eps=1e-12, max_iter=500)
 
-    def loss(radii, cond):
+    def loss(radii, cond, lam):
         sph = SphereModel(radii=radii, conductivities=cond, center=(0.0, 0.0, 0.04))
         fwd = make_sphere_forward_free(
             jnp.asarray(el),
@@ -485,35 +466,42 @@ def test_grad_sphere_parameters_end_to_end():
             sph,
             src_nn=jnp.asarray(nn),
             method="exact",
-            n_terms=60,
+            n_terms=30,
         )
         inv = make_inverse_operator(fwd, cov, depth=0.8, loose=0.2)
-        return (
-            jnp.sum(apply_inverse(data, inv, 0.1, "eLORETA", eloreta=opts).data ** 2)
-            * 1e-12
-        )
+        sol = apply_inverse(data, inv, lam, "eLORETA", eloreta=opts).data
+        return jnp.sum(sol**2) * 1e-12
 
     r0 = jnp.array([0.067, 0.070, 0.075])
     c0 = jnp.array([0.33, 0.0042, 0.33])
+    lam0 = jnp.asarray(0.1)
     dr = jnp.array([1.0, -0.5, 0.7]) * 1e-3
     dc = jnp.array([0.3, -0.5, 0.2]) * c0
     h = 1e-5
 
     @jax.jit
-    def check(r, c):
-        gr, gc = jax.grad(loss, argnums=(0, 1))(r, c)
-        fd = (loss(r + h * dr, c + h * dc) - loss(r - h * dr, c - h * dc)) / (2 * h)
-        return gr, gc, jnp.sum(gr * dr) + jnp.sum(gc * dc), fd
+    def check(r, c, lam):
+        gr, gc, gl = jax.grad(loss, argnums=(0, 1, 2))(r, c, lam)
+        # the four finite-difference points in one batched (vmapped) evaluation
+        sgn = jnp.array([1.0, -1.0, 0.0, 0.0])
+        sgl = jnp.array([0.0, 0.0, 1.0, -1.0])
+        vals = jax.vmap(loss)(
+            r + h * sgn[:, None] * dr, c + h * sgn[:, None] * dc, lam * (1.0 + h * sgl)
+        )
+        fd = (vals[0] - vals[1]) / (2 * h)
+        fd_l = (vals[2] - vals[3]) / (2 * h * lam)
+        return gr, gc, jnp.sum(gr * dr) + jnp.sum(gc * dc), fd, gl, fd_l
 
-    gr, gc, gd, fd = check(r0, c0)
+    gr, gc, gd, fd, gl, fd_l = check(r0, c0, lam0)
     assert np.isfinite(np.asarray(gr)).all() and np.isfinite(np.asarray(gc)).all()
     assert abs(gd - fd) <= 1e-4 * abs(fd), (gd, fd)
+    assert abs(gl - fd_l) <= 1e-4 * abs(fd_l), (gl, fd_l)
 
 
 # --------------------------------------------------------------------------- #
 # Physical property: zero localisation error (Pascual-Marqui 2002, 2011)
 # --------------------------------------------------------------------------- #
-@settings(max_examples=8)
+@settings(max_examples=5)
 @given(
     depth_frac=st.floats(0.3, 0.85),
     log_lambda2=st.floats(-6.0, -3.0),

@@ -1,0 +1,161 @@
+"""Benchmark: eLORETA operator build + apply_inverse_epochs on workload W1, vs MNE-Python.
+
+W1: biosemi64, ico-4 free orientation (2562 sources), 200 epochs x 500 samples,
+MNE sphere forward (``make_forward_solution``, numba) shared via ``from_mne``.
+Both libraries start from their own (equal) inverse operator and compute the
+eLORETA weights with the same ``eps`` / ``max_iter``; the timed exg_jax call is
+``apply_inverse_epochs(..., method="eLORETA")``, which fits the weights and
+applies the kernel to every epoch, as MNE's ``apply_inverse_epochs`` does.
+Reports the first call (with compilation) and the steady state separately,
+the iterations each library needed, and the ratio.
+
+Usage: PYTHONPATH=. python bench/eloreta.py [--epochs 200] [--times 500] [--ico 4]
+       [--eps 1e-6] [--max-iter 200] [--force-equal] [--repeat 2]
+"""
+
+import argparse
+import time
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import mne  # noqa: E402
+import numpy as np  # noqa: E402
+
+from exg_jax.covariance import NoiseCov  # noqa: E402
+from exg_jax.eloreta import EloretaOptions, eloreta_inverse_operator  # noqa: E402
+from exg_jax.forward import ForwardOperator  # noqa: E402
+from exg_jax.inverse import apply_inverse_epochs, make_inverse_operator  # noqa: E402
+
+
+def _mne_iterations(text):
+    lines = [ln for ln in text.splitlines() if "Iteration " in ln]
+    return len(lines), (lines[-1].strip() if lines else "")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--times", type=int, default=500)
+    ap.add_argument("--ico", type=int, default=4)
+    ap.add_argument("--eps", type=float, default=1e-6)
+    ap.add_argument("--max-iter", type=int, default=200)
+    ap.add_argument("--force-equal", action="store_true")
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    mne.set_log_level("ERROR")
+    from mne.surface import _get_ico_surface
+
+    mont = mne.channels.make_standard_montage("biosemi64")
+    info = mne.create_info(mont.ch_names, 500.0, "eeg")
+    info.set_montage(mont)
+    ctr = np.array([0.0, 0.0, 0.04])
+    sphere = mne.make_sphere_model(r0=tuple(ctr), head_radius=0.09)
+    ico = _get_ico_surface(args.ico)
+    src = mne.setup_volume_source_space(
+        pos=dict(rr=ico["rr"] * 0.06 + ctr, nn=ico["rr"].copy()), sphere=sphere
+    )
+    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
+    rng = np.random.default_rng(0)
+    n = len(info.ch_names)
+    noise = rng.standard_normal((n, 5000)) * 1e-6
+    cov = noise @ noise.T / noise.shape[1]
+    mcov = mne.Covariance(cov, info.ch_names, [], [], noise.shape[1])
+    data = rng.standard_normal((args.epochs, n, args.times)) * 1e-6
+    epochs = mne.EpochsArray(data, info, verbose=False)
+    epochs.set_eeg_reference(projection=True)
+    lam = 1.0 / 9.0
+    inv_m = mne.minimum_norm.make_inverse_operator(
+        epochs.info, fwd, mcov, loose=1.0, depth=0.8
+    )
+    inv = make_inverse_operator(
+        ForwardOperator.from_mne(fwd, reference=None),
+        NoiseCov(jnp.asarray(cov)),
+        avg_ref_proj=True,
+    )
+    fe = True if args.force_equal else None
+    params = dict(eps=args.eps, max_iter=args.max_iter, force_equal=fe)
+    opts = EloretaOptions(**params)
+    print(
+        f"W1: {n} channels, {fwd['nsource']} sources (free), {args.epochs} epochs x "
+        f"{args.times} samples; eps={args.eps:g}, max_iter={args.max_iter}, "
+        f"force_equal={fe}; float64; jax {jax.__version__} on {jax.devices()[0].platform}, "
+        f"mne {mne.__version__}"
+    )
+
+    # --- MNE: weight fit alone (prepare_inverse_operator) and full apply_inverse_epochs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mne.utils.catch_logging() as log:
+            t = time.perf_counter()
+            mne.minimum_norm.prepare_inverse_operator(
+                inv_m, 1, lam, "eLORETA", method_params=params, verbose="debug"
+            )
+            t_mne_fit = time.perf_counter() - t
+            text = log.getvalue()
+        it_mne, last = _mne_iterations(text)
+        conv_mne = "did not converge" not in text
+        t = time.perf_counter()
+        last_data = None
+        for stc in mne.minimum_norm.apply_inverse_epochs(
+            epochs,
+            inv_m,
+            lam,
+            "eLORETA",
+            nave=1,
+            method_params=params,
+            return_generator=True,
+        ):
+            last_data = stc.data
+        t_mne = time.perf_counter() - t
+
+    # --- exg_jax: weight fit alone, then the full apply_inverse_epochs
+    t = time.perf_counter()
+    new, status = eloreta_inverse_operator(inv, lam, opts)
+    jax.block_until_ready(new.eigen_leads)
+    fit_first = time.perf_counter() - t
+    fit_best = np.inf
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        new, status = eloreta_inverse_operator(inv, lam, opts)
+        jax.block_until_ready(new.eigen_leads)
+        fit_best = min(fit_best, time.perf_counter() - t)
+    d = jnp.asarray(data)
+    t = time.perf_counter()
+    out = apply_inverse_epochs(d, inv, lam, "eLORETA", eloreta=opts)
+    out.data.block_until_ready()
+    first = time.perf_counter() - t
+    err = float(
+        np.max(np.abs(np.asarray(out.data[-1]) - last_data)) / np.max(np.abs(last_data))
+    )
+    del out
+    best = np.inf
+    for _ in range(args.repeat):
+        t = time.perf_counter()
+        out = apply_inverse_epochs(d, inv, lam, "eLORETA", eloreta=opts)
+        out.data.block_until_ready()
+        best = min(best, time.perf_counter() - t)
+        del out
+
+    print(f"iterations: MNE {it_mne} (converged={conv_mne}; last: {last!r})")
+    print(
+        f"            exg_jax {int(status.n_iter)} (converged={bool(status.converged)}, "
+        f"delta={float(status.delta):.2e})"
+    )
+    print(
+        f"weight fit + operator: MNE {t_mne_fit:.2f} s | exg_jax first {fit_first:.2f} s, "
+        f"steady {fit_best:.2f} s | ratio {t_mne_fit / fit_best:.2f}x"
+    )
+    print(
+        f"apply_inverse_epochs (fit + {args.epochs} epochs): MNE {t_mne:.2f} s | exg_jax first "
+        f"{first:.2f} s, steady {best:.2f} s | ratio steady {t_mne / best:.2f}x, "
+        f"first call {t_mne / first:.2f}x"
+    )
+    print(f"max rel. difference vs MNE (last epoch): {err:.1e}")
+
+
+if __name__ == "__main__":
+    main()
