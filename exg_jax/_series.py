@@ -123,33 +123,10 @@ def _design(mu, fn, w):
 
 
 def spd_solve(a, b):
-    """Solve ``a x = b`` for a small symmetric positive-definite ``a`` by an
-    unrolled Cholesky factorisation (static size: plain arithmetic, cheap to
-    compile and differentiable to any order)."""
-    k = a.shape[0]
-    lo = [[None] * k for _ in range(k)]
-    for i in range(k):
-        for j in range(i + 1):
-            acc = a[i, j]
-            for m in range(j):
-                acc = acc - lo[i][m] * lo[j][m]
-            if i == j:
-                lo[i][i] = jnp.sqrt(acc)
-            else:
-                lo[i][j] = acc / lo[j][j]
-    z = [None] * k
-    for i in range(k):
-        acc = b[i]
-        for m in range(i):
-            acc = acc - lo[i][m] * z[m]
-        z[i] = acc / lo[i][i]
-    x = [None] * k
-    for i in reversed(range(k)):
-        acc = z[i]
-        for m in range(i + 1, k):
-            acc = acc - lo[m][i] * x[m]
-        x[i] = acc / lo[i][i]
-    return jnp.stack(x) if k else b
+    """Solve ``a x = b`` for a small symmetric positive-definite ``a``
+    (Cholesky; a matrix that is not positive definite gives non-finite ``x``)."""
+    c = jax.scipy.linalg.cho_factor(a, lower=True)
+    return jax.scipy.linalg.cho_solve(c, b)
 
 
 def _project(y, a):
@@ -286,35 +263,37 @@ def _newton_solve(z0, fn, w, n_fit: int, max_iter: int):
         jnp.sum((w[:-1] * fn[1:]) ** 2)
     )
 
-    def cost(z):
-        c = _joint_loss(z, fn, w, n_fit)
-        return jnp.where(jnp.isfinite(c), c, jnp.inf)
+    def evaluate(z):
+        r, g, h = _joint_derivs(z, fn, w, n_fit)
+        c = 0.5 * jnp.sum(r * r)
+        ok = jnp.isfinite(c) & jnp.all(jnp.isfinite(z))
+        return jnp.where(ok, c, jnp.inf), g, h
 
     def cond(state):
-        it, _, _, _, done = state
+        it, _, _, _, _, _, done = state
         return (it < max_iter) & (~done)
 
     def body(state):
-        it, z, c, damp, _ = state
-        _, g, h = _joint_derivs(z, fn, w, n_fit)
+        it, z, c, g, h, damp, _ = state
         free = _free_mask(z, g, n_fit, bound)
         ff = free[:, None] & free[None, :]
         scale = jnp.max(jnp.abs(jnp.diag(h))) + eps
         hd = jnp.where(ff, h + damp * scale * eye, eye)
         step = jnp.where(free, spd_solve(hd, -jnp.where(free, g, 0.0)), 0.0)
         trial = jnp.where(is_mu, jnp.clip(z + step, -bound, bound), z + step)
-        ct = jnp.where(jnp.all(jnp.isfinite(trial)), cost(trial), jnp.inf)
+        ct, gt, ht = evaluate(trial)
         # Near the optimum the decrease (~ g H^-1 g) falls below the cost's
         # rounding (the residual is a small difference of O(1) terms) long
         # before z has converged: there a step is kept when it does not raise
         # the cost beyond that rounding and it reduces the gradient.
-        g_trial = _joint_derivs(trial, fn, w, n_fit, False)[1]
-        g_ok = jnp.sum(jnp.where(free, g_trial, 0.0) ** 2) < jnp.sum(
+        g_ok = jnp.sum(jnp.where(free, gt, 0.0) ** 2) < jnp.sum(
             jnp.where(free, g, 0.0) ** 2
         )
         accept = (ct < c) | ((ct <= c * (1.0 + jnp.sqrt(eps))) & g_ok)
         z_new = jnp.where(accept, trial, z)
         c_new = jnp.where(accept, ct, c)
+        g_new = jnp.where(accept, gt, g)
+        h_new = jnp.where(accept, ht, h)
         damp_new = jnp.where(accept, damp * 0.1, jnp.maximum(damp, 1e-8) * 10.0)
         # A small step only means convergence when it is (nearly) undamped.
         small_step = (
@@ -322,19 +301,21 @@ def _newton_solve(z0, fn, w, n_fit: int, max_iter: int):
             & (damp <= 1e-6)
             & (jnp.max(jnp.abs(trial - z)) < tol * (1.0 + jnp.max(jnp.abs(z))))
         )
-        g_tiny = jnp.max(jnp.abs(jnp.where(free, g_trial, 0.0))) <= 0.02 * eps * gscale
+        g_tiny = jnp.max(jnp.abs(jnp.where(free, gt, 0.0))) <= 0.02 * eps * gscale
         done = small_step | (accept & g_tiny) | (damp_new > 1e10) | (c_new == 0)
-        return it + 1, z_new, c_new, damp_new, done
+        return it + 1, z_new, c_new, g_new, h_new, damp_new, done
 
+    c0, g0, h0 = evaluate(z0)
     state0 = (
         jnp.asarray(0),
         z0,
-        cost(z0),
+        c0,
+        g0,
+        h0,
         jnp.asarray(1e-3, dtype),
         jnp.asarray(False),
     )
-    it, z, c, _, done = lax.while_loop(cond, body, state0)
-    _, g, h = _joint_derivs(z, fn, w, n_fit)
+    it, z, c, g, _, _, _ = lax.while_loop(cond, body, state0)
     free = _free_mask(z, g, n_fit, bound)
     gmax = jnp.max(jnp.abs(jnp.where(free, g, 0.0)))
     converged = gmax <= eps * gscale
@@ -417,18 +398,26 @@ def berg_scherg_fit(fn, w, n_fit: int, n_starts: int = 4, max_iter: int = 100):
 # ---------------------------------------------------------------------------
 
 
-def fit_sphere_points(points, n_iter: int = 30):
+def fit_sphere_points(points, weights=None, n_iter: int = 30):
     """Algebraic least-squares sphere, refined by Gauss–Newton on the
-    geometric distances ``| |p_i - c| - R |``. Returns ``(radius, center)``."""
+    geometric distances ``| |p_i - c| - R |``. Returns ``(radius, center)``.
+
+    ``weights`` (n,), >= 0, lets callers pad ``points`` to a fixed size with
+    zero-weight rows (one compilation per size bucket).
+    """
     p = jnp.asarray(points)
-    mean = jnp.mean(p, axis=0)
+    if weights is None:
+        weights = jnp.ones(p.shape[0], p.dtype)
+    wt = jnp.asarray(weights, p.dtype)
+    sw = jnp.sqrt(wt)[:, None]
+    mean = jnp.sum(wt[:, None] * p, axis=0) / jnp.sum(wt)
     q = p - mean
-    scale = jnp.sqrt(jnp.mean(jnp.sum(q * q, axis=1)))
+    scale = jnp.sqrt(jnp.sum(wt * jnp.sum(q * q, axis=1)) / jnp.sum(wt))
     q = q / scale
-    # |q|^2 = 2 q.c + (R^2 - |c|^2)
+    # |q|^2 = 2 q.c + (R^2 - |c|^2): linear in (c, R^2 - |c|^2).
     a = jnp.concatenate([2.0 * q, jnp.ones((q.shape[0], 1), q.dtype)], axis=1)
     b = jnp.sum(q * q, axis=1)
-    sol = jnp.linalg.lstsq(a, b)[0]
+    sol = jnp.linalg.lstsq(sw * a, sw[:, 0] * b)[0]
     c = sol[:3]
     r = jnp.sqrt(jnp.maximum(sol[3] + jnp.sum(c * c), 0.0))
 
@@ -439,7 +428,7 @@ def fit_sphere_points(points, n_iter: int = 30):
         safe = jnp.where(dist > 0, dist, 1.0)
         res = dist - r
         jmat = jnp.concatenate([-d / safe[:, None], -jnp.ones_like(dist)[:, None]], 1)
-        step = jnp.linalg.lstsq(jmat, -res)[0]
+        step = jnp.linalg.lstsq(sw * jmat, -sw[:, 0] * res)[0]
         return c + step[:3], r + step[3]
 
     c, r = lax.fori_loop(0, n_iter, body, (c, r))

@@ -383,4 +383,12 @@ def fit_sphere_to_headshape(points):
             )
     if not jnp.issubdtype(p.dtype, jnp.floating):
         p = p.astype(jnp.result_type(float))
-    return _fit_points_kernel(p)
+    n = p.shape[0]
+    if is_concrete(p):
+        # Pad to a power-of-two size with zero-weight copies of the first
+        # point, so that montages of different sizes share compilations.
+        size = max(8, 1 << (n - 1).bit_length())
+        pad = jnp.broadcast_to(p[:1], (size - n, 3))
+        wts = jnp.concatenate([jnp.ones(n, p.dtype), jnp.zeros(size - n, p.dtype)])
+        return _fit_points_kernel(jnp.concatenate([p, pad]), wts)
+    return _fit_points_kernel(p, jnp.ones(n, p.dtype))

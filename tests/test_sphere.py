@@ -1,0 +1,526 @@
+"""Tests for exg_jax.sphere: SphereModel, series coefficients, Berg–Scherg fit,
+sphere fit to head-shape points. MNE-Python is the oracle."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import mne
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from mne import bem as mne_bem
+from mne.forward._compute_forward_numba import _do_eeg_spherepot_coil
+
+from exg_jax.sphere import (
+    BergSchergParams,
+    SphereModel,
+    berg_scherg_params,
+    fit_sphere_to_headshape,
+    sphere_series_coefficients,
+)
+
+mne.set_log_level("warning")
+
+REL3 = (0.067 / 0.075, 0.070 / 0.075, 1.0)
+SIG3 = (0.33, 0.0042, 0.33)
+REL4 = (0.90, 0.92, 0.97, 1.0)
+SIG4 = (0.33, 1.0, 0.004, 0.33)
+
+MODELS = {
+    "3shell": (lambda: SphereModel(), REL3, SIG3, 0.075),
+    "4shell": (lambda: SphereModel.mne_default(), REL4, SIG4, 0.09),
+}
+
+
+def _mne_sphere(rel, sig, head_radius):
+    mne_bem._fit_berg_scherg_cached.cache_clear()
+    return mne.make_sphere_model(
+        r0=(0.0, 0.0, 0.04),
+        head_radius=head_radius,
+        relative_radii=rel,
+        sigmas=sig,
+    )
+
+
+def _mne_coeffs(rel, sig, n_terms=200):
+    m = dict(layers=[dict(rel_rad=r, sigma=s) for r, s in zip(rel, sig, strict=True)])
+    return np.asarray(mne_bem._fwd_eeg_get_multi_sphere_model_coeffs(m, n_terms + 1))
+
+
+def _mne_fit_data(rel, sig, n_terms=200):
+    """MNE's fitting data dict (fn, weights) for _one_step / _compute_linear_parameters."""
+    k = np.arange(1, n_terms + 1)
+    w = np.sqrt((2.0 * k + 1) * (3.0 * k + 1.0) / k) * np.power(
+        min(rel) / max(rel), k - 1.0
+    )
+    w[-1] = 0
+    return dict(nfit=3, nterms=n_terms, fn=_mne_coeffs(rel, sig, n_terms), w=w)
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def model(request):
+    make, rel, sig, hr = MODELS[request.param]
+    sph = make()
+    params = berg_scherg_params(sph)
+    return dict(
+        name=request.param,
+        sphere=sph,
+        rel=rel,
+        sig=sig,
+        mne=_mne_sphere(rel, sig, hr),
+        params=params,
+    )
+
+
+# --------------------------------------------------------------------------
+# SphereModel
+# --------------------------------------------------------------------------
+
+
+def test_defaults():
+    s = SphereModel()
+    np.testing.assert_allclose(s.radii, [0.067, 0.070, 0.075])
+    np.testing.assert_allclose(s.conductivities, [0.33, 0.0042, 0.33])
+    np.testing.assert_allclose(s.center, [0.0, 0.0, 0.04])
+    m = SphereModel.mne_default()
+    np.testing.assert_allclose(m.radii, 0.09 * np.array(REL4))
+    np.testing.assert_allclose(m.conductivities, SIG4)
+    one = SphereModel.single_shell(0.1, 0.5)
+    assert one.n_shells == 1 and float(one.radii[0]) == 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(radii=(0.07, 0.0, 0.09), conductivities=(1, 1, 1)), "radii must be > 0"),
+        (dict(radii=(-0.07,), conductivities=(1,)), "radii must be > 0"),
+        (
+            dict(radii=(0.07, 0.06, 0.09), conductivities=(1, 1, 1)),
+            "strictly increasing",
+        ),
+        (
+            dict(radii=(0.07, 0.07, 0.09), conductivities=(1, 1, 1)),
+            "strictly increasing",
+        ),
+        (
+            dict(radii=(0.07, 0.08), conductivities=(0.3, 0.0)),
+            "conductivities must be > 0",
+        ),
+        (
+            dict(radii=(0.07, 0.08), conductivities=(0.3, -1.0)),
+            "conductivities must be > 0",
+        ),
+        (dict(radii=(0.07, 0.08), conductivities=(0.3,)), "must match radii"),
+        (dict(radii=(0.07, np.nan), conductivities=(1, 1)), "radii must be finite"),
+        (
+            dict(radii=(0.07, 0.08), conductivities=(1, np.inf)),
+            "conductivities must be finite",
+        ),
+        (dict(center=(0.0, 0.0)), "center must have shape"),
+        (dict(center=(0.0, np.nan, 0.0)), "center must be finite"),
+    ],
+)
+def test_sphere_model_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SphereModel(**kwargs)
+
+
+def test_sphere_model_error_names_value():
+    with pytest.raises(ValueError, match=r"0\.06"):
+        SphereModel(radii=(0.07, 0.06, 0.09), conductivities=(1, 1, 1))
+
+
+def test_sphere_model_traced_construction():
+    # Under grad / vmap the value checks are skipped (they need concrete values).
+    def f(r):
+        return jnp.sum(SphereModel(r, jnp.ones(3), jnp.zeros(3)).radii ** 2)
+
+    g = jax.grad(f)(jnp.array([0.07, 0.08, 0.09]))
+    np.testing.assert_allclose(g, 2 * np.array([0.07, 0.08, 0.09]))
+    rs = jnp.stack([jnp.array([0.07, 0.08, 0.09]) * (1 + 0.01 * i) for i in range(4)])
+    out = jax.vmap(lambda r: SphereModel(r, jnp.ones(3)).radii[0])(rs)
+    np.testing.assert_allclose(out, rs[:, 0])
+
+
+def test_public_validation():
+    with pytest.raises(TypeError, match="SphereModel"):
+        berg_scherg_params((0.07, 0.09))
+    with pytest.raises(ValueError, match="n_terms"):
+        sphere_series_coefficients(SphereModel(), n_terms=0)
+    with pytest.raises(ValueError, match="n_fit"):
+        berg_scherg_params(SphereModel(), n_fit=0)
+    with pytest.raises(ValueError, match="n_fit"):
+        berg_scherg_params(SphereModel(), n_terms=3, n_fit=3)
+
+
+# --------------------------------------------------------------------------
+# Series coefficients
+# --------------------------------------------------------------------------
+
+
+def test_coefficients_match_mne(model):
+    fn = np.asarray(sphere_series_coefficients(model["sphere"]))
+    ref = _mne_coeffs(model["rel"], model["sig"])
+    assert fn.shape == (200,)
+    rel_err = np.max(np.abs(fn - ref) / np.abs(ref))
+    assert rel_err < 1e-10, rel_err
+
+
+@settings(max_examples=10)
+@given(
+    n_shells=st.integers(2, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_coefficients_match_mne_random_models(n_shells, seed):
+    rng = np.random.default_rng(seed)
+    rel = np.sort(rng.uniform(0.5, 1.0, n_shells))
+    rel[-1] = 1.0
+    rel = np.unique(rel)
+    sig = rng.uniform(0.002, 2.0, len(rel))
+    radius = 0.08
+    fn = np.asarray(
+        sphere_series_coefficients(SphereModel(rel * radius, sig), n_terms=120)
+    )
+    ref = _mne_coeffs(tuple(rel), tuple(sig), 120)
+    np.testing.assert_allclose(fn, ref, rtol=1e-10)
+
+
+def test_single_shell_coefficients_are_one():
+    fn = sphere_series_coefficients(SphereModel.single_shell(0.09, 0.5))
+    np.testing.assert_array_equal(np.asarray(fn), np.ones(200))
+    # Equal conductivities everywhere: the layered sphere is homogeneous.
+    fn = sphere_series_coefficients(SphereModel((0.07, 0.08, 0.09), (0.4, 0.4, 0.4)))
+    np.testing.assert_allclose(np.asarray(fn), 1.0, rtol=1e-13)
+
+
+def _series_potential(fn, sigma_n, radius, r0, q, elec):
+    """Scalp potential from the documented series (Notes of
+    sphere_series_coefficients), with Legendre P_n and P_n' by recurrence."""
+    b = np.linalg.norm(r0)
+    u = r0 / b
+    e = elec / np.linalg.norm(elec, axis=1, keepdims=True)
+    c = e @ u
+    qu = q @ u
+    qe = e @ q
+    n_terms = len(fn)
+    p_prev, p = np.ones_like(c), c.copy()
+    dp_prev, dp = np.zeros_like(c), np.ones_like(c)
+    v = np.zeros_like(c)
+    for n in range(1, n_terms + 1):
+        term = n * p * qu + dp * (qe - c * qu)
+        v += fn[n - 1] * (2 * n + 1) / n * (b / radius) ** (n - 1) * term
+        p_next = ((2 * n + 1) * c * p - n * p_prev) / (n + 1)
+        dp_next = dp_prev + (2 * n + 1) * p
+        p_prev, p, dp_prev, dp = p, p_next, dp, dp_next
+    return v / (4 * np.pi * sigma_n * radius**2)
+
+
+def _mne_bs_potential(mu, lam, r0, q, elec):
+    """MNE's equivalent-dipole EEG potential (numba kernel), one dipole."""
+    n = len(elec)
+    g = _do_eeg_spherepot_coil(
+        r0[None],
+        elec,
+        np.ones(n),
+        np.arange(n),
+        np.zeros(3),
+        1.0,
+        np.asarray(mu, float),
+        np.asarray(lam, float),
+    )
+    return q @ g  # (3, n_elec) -> (n_elec,)
+
+
+def _electrodes(radius, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(n, 3))
+    return radius * v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_series_relation_homogeneous_closed_form():
+    # f_n = 1 summed with the documented series == the closed-form homogeneous
+    # sphere potential (MNE's kernel with mu = lambda = 1, sigma = 1).
+    radius = 0.09
+    elec = _electrodes(radius)
+    r0 = np.array([0.01, -0.02, 0.03])
+    q = np.array([0.3, -0.5, 0.8])
+    v = _series_potential(np.ones(400), 1.0, radius, r0, q, elec)
+    ref = _mne_bs_potential([1.0], [1.0], r0, q, elec)
+    np.testing.assert_allclose(v, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+
+
+def test_series_relation_matches_mne_berg_scherg_forward(model):
+    # The exact series with our f_n (Notes relation, 1 / sigma_N) agrees with
+    # MNE's Berg–Scherg forward (its stored mu, lambda) to the known accuracy
+    # of the 3-dipole approximation at eccentricity 0.5.
+    sph = model["sphere"]
+    radius = float(sph.radii[-1])
+    fn = np.asarray(sphere_series_coefficients(sph, 400))
+    elec = _electrodes(radius, seed=1)
+    r0 = 0.5 * float(sph.radii[0]) * np.array([0.6, 0.0, 0.8])
+    for q in np.eye(3):
+        v = _series_potential(fn, float(sph.conductivities[-1]), radius, r0, q, elec)
+        ref = _mne_bs_potential(model["mne"]["mu"], model["mne"]["lambda"], r0, q, elec)
+        err = np.abs(v - ref).max() / np.abs(ref).max()
+        assert err < 5e-3, err
+
+
+# --------------------------------------------------------------------------
+# Berg–Scherg fit
+# --------------------------------------------------------------------------
+
+
+def test_berg_scherg_structure(model):
+    p = model["params"]
+    assert isinstance(p, BergSchergParams)
+    assert p.mu.shape == (3,) and p.lam.shape == (3,) and p.residual.shape == ()
+    mu = np.asarray(p.mu)
+    assert np.all(np.diff(mu) < 0) and np.all(np.abs(mu) < 1)
+    # The dipole term is exact: sum(lambda) * sigma_N == f_1.
+    fn = np.asarray(sphere_series_coefficients(model["sphere"]))
+    sig_n = float(model["sphere"].conductivities[-1])
+    np.testing.assert_allclose(np.sum(np.asarray(p.lam)) * sig_n, fn[0], rtol=1e-12)
+    _, status = berg_scherg_params(model["sphere"], return_status=True)
+    assert bool(status.converged)
+
+
+def test_berg_scherg_residual_not_worse_than_mne(model):
+    u = _mne_fit_data(model["rel"], model["sig"])
+    mu_mne = np.asarray(model["mne"]["mu"])
+    mu = np.asarray(model["params"].mu)
+    rss_mne = mne_bem._one_step(mu_mne, u)
+    rss = mne_bem._one_step(mu, u)
+    assert rss <= rss_mne * (1 + 1e-9), (rss, rss_mne)
+    # Same normalisation as MNE's RV (y built with the largest mu first).
+    rv_mne, lam_mne = mne_bem._compute_linear_parameters(mu_mne, u)
+    rv_ours_mne_formula, lam_ours = mne_bem._compute_linear_parameters(mu, u)
+    np.testing.assert_allclose(
+        float(model["params"].residual), rv_ours_mne_formula, rtol=1e-8
+    )
+    assert float(model["params"].residual) <= rv_mne * (1 + 1e-9)
+    # Our lambda are MNE's linear solution for our mu.
+    sig_n = model["sig"][-1]
+    np.testing.assert_allclose(
+        np.asarray(model["params"].lam), lam_ours / sig_n, rtol=1e-8, atol=1e-12
+    )
+
+
+def test_berg_scherg_parity_with_mne(model):
+    p = model["params"]
+    sig_n = model["sig"][-1]
+    mu_mne = np.asarray(model["mne"]["mu"])
+    lam_mne = np.asarray(model["mne"]["lambda"])
+    # Same basin; the objective is flat along mu (COBYLA stops at rhoend = 1e-4
+    # with a higher residual), so the parameters agree to ~1e-2 only.
+    np.testing.assert_allclose(np.asarray(p.mu), mu_mne, atol=1e-2)
+    np.testing.assert_allclose(
+        np.asarray(p.lam) * sig_n,
+        lam_mne * sig_n,
+        atol=0.03 * np.abs(lam_mne * sig_n).max(),
+    )
+    # What matters physically: the equivalent series sum_j lambda_j mu_j^(n-1).
+    n = np.arange(200)
+    ours = (np.asarray(p.lam) * sig_n) @ (np.asarray(p.mu)[:, None] ** n)
+    theirs = (lam_mne * sig_n) @ (mu_mne[:, None] ** n)
+    fn = _mne_coeffs(model["rel"], model["sig"])
+    # Over the terms that carry most weight (n <= 20, f^(n-1) > 0.1); beyond,
+    # both fits drift apart as the weights vanish.
+    sl = slice(0, 20)
+    assert np.max(np.abs(ours[sl] - theirs[sl]) / fn[sl]) < 5e-3
+
+
+def test_berg_scherg_single_shell_exact():
+    p = berg_scherg_params(SphereModel.single_shell(0.09, 0.5))
+    n = np.arange(50)
+    series = (np.asarray(p.lam) * 0.5) @ (np.asarray(p.mu)[:, None] ** n)
+    np.testing.assert_allclose(series, 1.0, rtol=1e-14)
+    assert float(p.residual) == 0.0
+
+
+def test_berg_scherg_jit_equals_eager():
+    sph = SphereModel()
+    eager = berg_scherg_params(sph)
+    jitted = jax.jit(lambda s: berg_scherg_params(s))(sph)
+    for a, b in zip(eager, jitted, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
+    fn_j = jax.jit(lambda s: sphere_series_coefficients(s))(sph)
+    np.testing.assert_allclose(fn_j, sphere_series_coefficients(sph), rtol=1e-14)
+
+
+def test_berg_scherg_vmap_equals_loop():
+    skull = jnp.geomspace(0.002, 0.03, 16)
+    sig = jnp.stack([jnp.array([0.33, s, 0.33]) for s in skull])
+    rad = jnp.broadcast_to(jnp.array([0.067, 0.070, 0.075]), (16, 3))
+    cen = jnp.broadcast_to(jnp.array([0.0, 0.0, 0.04]), (16, 3))
+    batch = SphereModel(rad, sig, cen)
+    out = jax.vmap(berg_scherg_params)(batch)
+    fns = jax.vmap(sphere_series_coefficients)(batch)
+    for i in range(16):
+        one = SphereModel(rad[i], sig[i], cen[i])
+        ref = berg_scherg_params(one)
+        for a, b in zip(out, ref, strict=True):
+            np.testing.assert_allclose(
+                np.asarray(a[i]), np.asarray(b), rtol=1e-9, atol=1e-13
+            )
+        np.testing.assert_allclose(fns[i], sphere_series_coefficients(one), rtol=1e-13)
+
+
+def _central_fd(f, x, rel_h=1e-5):
+    x = np.asarray(x, float)
+    out = np.zeros_like(x)
+    for i in range(x.size):
+        h = rel_h * abs(x[i])
+        e = np.zeros_like(x)
+        e[i] = h
+        out[i] = (float(f(jnp.asarray(x + e))) - float(f(jnp.asarray(x - e)))) / (2 * h)
+    return out
+
+
+def test_berg_scherg_grad_matches_finite_differences(model):
+    sph = model["sphere"]
+    k = jnp.arange(1.0, 4.0)
+
+    def loss(radii, sigmas):
+        p = berg_scherg_params(SphereModel(radii, sigmas, sph.center))
+        return jnp.sum(k * p.mu**2) + 0.1 * jnp.sum(k * p.lam) + 1e3 * p.residual
+
+    g_r, g_s = jax.grad(loss, argnums=(0, 1))(sph.radii, sph.conductivities)
+    fd_r = _central_fd(lambda r: loss(r, sph.conductivities), sph.radii)
+    fd_s = _central_fd(lambda s: loss(sph.radii, s), sph.conductivities)
+    for g, fd in ((g_r, fd_r), (g_s, fd_s)):
+        err = np.max(np.abs(np.asarray(g) - fd)) / np.max(np.abs(fd))
+        assert err < 1e-5, (np.asarray(g), fd, err)
+
+
+def test_coefficients_grad_matches_finite_differences(model):
+    sph = model["sphere"]
+    wts = jnp.linspace(1.0, 2.0, 50)
+
+    def loss(radii, sigmas):
+        fn = sphere_series_coefficients(SphereModel(radii, sigmas, sph.center), 50)
+        return jnp.sum(wts * fn)
+
+    g_r, g_s = jax.grad(loss, argnums=(0, 1))(sph.radii, sph.conductivities)
+    fd_r = _central_fd(lambda r: loss(r, sph.conductivities), sph.radii)
+    fd_s = _central_fd(lambda s: loss(sph.radii, s), sph.conductivities)
+    for g, fd in ((g_r, fd_r), (g_s, fd_s)):
+        err = np.max(np.abs(np.asarray(g) - fd)) / np.max(np.abs(fd))
+        assert err < 1e-5, (np.asarray(g), fd, err)
+
+
+def test_float32_follows_dtype():
+    sph = SphereModel(
+        jnp.array([0.067, 0.070, 0.075], jnp.float32),
+        jnp.array([0.33, 0.0042, 0.33], jnp.float32),
+        jnp.array([0.0, 0.0, 0.04], jnp.float32),
+    )
+    fn = sphere_series_coefficients(sph)
+    assert fn.dtype == jnp.float32
+    ref = _mne_coeffs(REL3, SIG3)
+    np.testing.assert_allclose(np.asarray(fn), ref, rtol=1e-5)
+    p = berg_scherg_params(sph)
+    assert p.mu.dtype == jnp.float32 and p.lam.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(p.mu))) and np.all(
+        np.isfinite(np.asarray(p.lam))
+    )
+    # The equivalent series still fits f_n closely.
+    n = np.arange(40)
+    series = (np.asarray(p.lam, float) * 0.33) @ (np.asarray(p.mu, float)[:, None] ** n)
+    assert np.max(np.abs(series - ref[:40]) / ref[:40]) < 1e-2
+
+
+# --------------------------------------------------------------------------
+# Sphere fit to points
+# --------------------------------------------------------------------------
+
+
+def _montage_points(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        m = mne.channels.make_standard_montage(name)
+    return np.array(list(m.get_positions()["ch_pos"].values()))
+
+
+@pytest.mark.parametrize("name", ["biosemi64", "standard_1005"])
+def test_fit_sphere_matches_mne(name):
+    pts = _montage_points(name)
+    r_ref, c_ref = mne_bem._fit_sphere(pts)
+    r, c = fit_sphere_to_headshape(pts)
+    # MNE's fit is the algebraic step; ours refines geometric distances, so
+    # they agree closely (exactly for points on a sphere, as biosemi64).
+    np.testing.assert_allclose(float(r), r_ref, rtol=2e-2)
+    np.testing.assert_allclose(np.asarray(c), c_ref, atol=3e-3)
+    # Geometric residual no worse than MNE's.
+    res = np.linalg.norm(pts - np.asarray(c), axis=1) - float(r)
+    res_ref = np.linalg.norm(pts - c_ref, axis=1) - r_ref
+    assert np.sum(res**2) <= np.sum(res_ref**2) * (1 + 1e-9)
+
+
+def test_fit_sphere_all_builtin_montages_sane():
+    for name in mne.channels.get_builtin_montages():
+        r, c = fit_sphere_to_headshape(_montage_points(name))
+        assert 0.05 < float(r) < 0.15, (name, float(r))
+        assert np.linalg.norm(np.asarray(c)) < 0.05, (name, np.asarray(c))
+
+
+@settings(max_examples=15)
+@given(
+    radius=st.floats(0.05, 0.2),
+    cx=st.floats(-0.05, 0.05),
+    cz=st.floats(-0.05, 0.05),
+    cap=st.floats(0.2, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_fit_sphere_recovers_noisy_sphere(radius, cx, cz, cap, seed):
+    rng = np.random.default_rng(seed)
+    n = 80
+    # Points on a spherical cap (cap = 1: whole upper half and more).
+    z = rng.uniform(1.0 - 1.5 * cap, 1.0, n)
+    phi = rng.uniform(0, 2 * np.pi, n)
+    s = np.sqrt(1 - z**2)
+    u = np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
+    center = np.array([cx, 0.01, cz])
+    pts = center + radius * u + rng.normal(scale=1e-4, size=(n, 3))
+    r, c = fit_sphere_to_headshape(pts)
+    np.testing.assert_allclose(float(r), radius, rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(np.asarray(c), center, atol=3e-3)
+    # Exact data: exact recovery.
+    r, c = fit_sphere_to_headshape(center + radius * u)
+    np.testing.assert_allclose(float(r), radius, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(c), center, atol=1e-9 * radius)
+
+
+def test_fit_sphere_validation():
+    with pytest.raises(ValueError, match="at least 4"):
+        fit_sphere_to_headshape(np.eye(3))
+    with pytest.raises(ValueError, match="shape"):
+        fit_sphere_to_headshape(np.ones((5, 2)))
+    pts = _electrodes(0.09, 10)
+    bad = pts.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_sphere_to_headshape(bad)
+    flat = pts.copy()
+    flat[:, 2] = 0.01
+    with pytest.raises(ValueError, match="coplanar"):
+        fit_sphere_to_headshape(flat)
+    with pytest.raises(ValueError, match="degenerate"):
+        fit_sphere_to_headshape(np.ones((6, 3)))
+
+
+def test_fit_sphere_jit_and_grad():
+    pts = jnp.asarray(_electrodes(0.09, 30, seed=3) + np.array([0.0, 0.01, 0.03]))
+    r, c = fit_sphere_to_headshape(pts)
+    from exg_jax._series import fit_sphere_points
+
+    rj, cj = jax.jit(fit_sphere_points)(pts)
+    np.testing.assert_allclose(rj, r, rtol=1e-12)
+    np.testing.assert_allclose(cj, c, atol=1e-14)
+    np.testing.assert_allclose(float(r), 0.09, rtol=1e-10)
+    # Moving all points moves the centre by the same amount.
+    g = jax.grad(lambda p: fit_sphere_points(p)[1][0])(pts)
+    np.testing.assert_allclose(
+        np.sum(np.asarray(g), axis=0), [1.0, 0.0, 0.0], atol=1e-8
+    )
