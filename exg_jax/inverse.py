@@ -517,6 +517,17 @@ def _lambda2_array(lambda2, inv):
     return jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
 
 
+def _warn_eloreta(method, status, eloreta):
+    # The weight fit runs inside the compiled kernel, where it cannot warn; the
+    # eager layer warns from the returned (concrete) status instead.
+    if method == "eLORETA" and status is not None:
+        from .eloreta import EloretaOptions, warn_if_not_converged
+
+        warn_if_not_converged(
+            status, eloreta if eloreta is not None else EloretaOptions()
+        )
+
+
 def apply_inverse(
     data: Float[Array, "chan time"],
     inv: InverseOperator,
@@ -558,6 +569,7 @@ def apply_inverse(
     _validate_apply(data, inv, lambda2, method, pick_ori, 2)
     lam = _lambda2_array(lambda2, inv)
     sol, status = _apply_jit(jnp.asarray(data), inv, lam, method, pick_ori, eloreta)
+    _warn_eloreta(method, status, eloreta)
     return SourceEstimate(
         sol, inv.src_pos, method=method, pick_ori=pick_ori, status=status
     )
@@ -606,6 +618,7 @@ def apply_inverse_epochs(
     sol, status = _apply_epochs_jit(
         jnp.asarray(epochs), inv, lam, method, pick_ori, eloreta, batch_size
     )
+    _warn_eloreta(method, status, eloreta)
     return SourceEstimate(
         sol, inv.src_pos, method=method, pick_ori=pick_ori, status=status
     )

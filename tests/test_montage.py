@@ -39,7 +39,10 @@ def test_1020_subset_and_spacing():
     np.fill_diagonal(ang, np.inf)
     nearest = ang.min(1)
     # The 10-10 system spaces neighbours about 10 % of the 180° nasion–inion arc apart.
-    assert np.all(nearest > 9.0) and np.all(nearest < 19.0), (nearest.min(), nearest.max())
+    assert np.all(nearest > 9.0) and np.all(nearest < 19.0), (
+        nearest.min(),
+        nearest.max(),
+    )
     # Midline 10 % steps: Fz–Cz is 36° of arc (20 %).
     uz = dict(zip(n10, u, strict=True))
     assert np.degrees(np.arccos(uz["Fz"] @ uz["Cz"])) == pytest.approx(36.0)
