@@ -1,8 +1,8 @@
 """Private pure-JAX kernels for the EEG potential of current dipoles in concentric spheres.
 
-Both kernels return ``v``, a tuple of the three components (each of shape
-``(n_elec, n_src)``), such that the potential at electrode ``e`` of a dipole of
-moment ``q`` (A·m) at source ``s`` is ``sum_k q_k v[k][e, s] / (4 pi)`` (V), positions being taken relative to the sphere centre.
+Both kernels return ``v`` with shape ``(n_elec, n_src, 3)`` such that the
+potential at electrode ``e`` of a dipole of moment ``q`` (A·m) at source ``s`` is
+``q · v[e, s] / (4 pi)`` (V), positions being taken relative to the sphere centre.
 Conductivity scaling is carried by the weights (``lam`` or ``fn / sigma_outer``).
 
 Homogeneous-sphere building block (conductivity 1, electrode at radius ``R``)::
@@ -41,7 +41,7 @@ def berg_scherg_field(r_el, r_src, mu, lam):
 
     Returns
     -------
-    v : tuple of three (E, S) arrays, the x, y, z components.
+    v : (E, S, 3)
 
     Notes
     -----
@@ -84,26 +84,35 @@ def berg_scherg_field(r_el, r_src, mu, lam):
     c1 = 2.0 * (rdot - xs2) * inv_a3 + inv_a - inv_rn
     coef_b = 2.0 * inv_a3 + (a + rn) * inv_rn * inv_a / (rn * a + r2 - rdot)
     coef_a = (c1 - coef_b * rdot) * inv_x2
-    # Series branch on the true (small) positions.
-    xt = jnp.where(small[..., None], x, 0.0)
-    xt2 = jnp.sum(xt * xt, axis=-1)
-    rdt = rx_ * xt[..., 0] + ry_ * xt[..., 1] + rz_ * xt[..., 2]
-    inv_r3 = inv_rn * inv_rn * inv_rn
-    inv_r5 = inv_r3 * inv_rn * inv_rn
-    ta = -2.5 * inv_r3 - 7.0 * rdt * inv_r5
-    tb = (
-        3.0 * inv_r3
-        + 7.5 * rdt * inv_r5
-        + (7.0 / 6.0) * (15.0 * rdt * rdt / r2 - 3.0 * xt2) * inv_r5
+    # Series branch on the true (small) positions; evaluated only when some
+    # position is small (``lax.cond``; under ``vmap`` both run, as ``where``).
+
+    def with_series(ops):
+        ca, cb = ops
+        xt = jnp.where(small[..., None], x, 0.0)
+        xt2 = jnp.sum(xt * xt, axis=-1)
+        rdt = rx_ * xt[..., 0] + ry_ * xt[..., 1] + rz_ * xt[..., 2]
+        inv_r3 = inv_rn * inv_rn * inv_rn
+        inv_r5 = inv_r3 * inv_rn * inv_rn
+        ta = -2.5 * inv_r3 - 7.0 * rdt * inv_r5
+        tb = (
+            3.0 * inv_r3
+            + 7.5 * rdt * inv_r5
+            + (7.0 / 6.0) * (15.0 * rdt * rdt / r2 - 3.0 * xt2) * inv_r5
+        )
+        return jnp.where(small, ta, ca), jnp.where(small, tb, cb)
+
+    coef_a, coef_b = lax.cond(
+        jnp.any(small), with_series, lambda ops: ops, (coef_a, coef_b)
     )
     lam3 = lam[:, None]
-    coef_a = lam3 * jnp.where(small, ta, coef_a)  # (E, F, S)
-    coef_b = jnp.sum(lam3 * jnp.where(small, tb, coef_b), axis=1)  # (E, S)
-    xb = jnp.where(small[..., None], x, xs)  # = x
-    return tuple(
-        jnp.sum(coef_a * xb[..., k], axis=1) + r_el[:, k][:, None] * coef_b
-        for k in range(3)
-    )
+    coef_a = lam3 * coef_a  # (E, F, S)
+    coef_b = jnp.sum(lam3 * coef_b, axis=1)  # (E, S)
+    # Interleaved (E, S, 3) output written in one fused pass.
+    v = r_el[:, None, :] * coef_b[..., None]
+    for f in range(x.shape[0]):
+        v = v + coef_a[:, f, :, None] * x[f][None]
+    return v
 
 
 def series_field(r_el, r_src, fn):
@@ -148,8 +157,7 @@ def series_field(r_el, r_src, fn):
     carry, _ = lax.scan(step, init, (ns, fn.astype(dtype)))
     acc_a, acc_b = carry[5], carry[6]
     r2 = rn**2
-    v = ((acc_a - c * acc_b) / r2)[..., None] * xhat + (acc_b / r2)[..., None] * rhat
-    return tuple(v[..., k] for k in range(3))
+    return ((acc_a - c * acc_b) / r2)[..., None] * xhat + (acc_b / r2)[..., None] * rhat
 
 
 def exact_n_terms(b_max: float, tol: float = 1e-12, cap: int = 20000) -> int:

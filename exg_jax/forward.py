@@ -141,11 +141,11 @@ def _inside_check(src_pos, electrodes, center, inner_radius):
 
 
 def _finish(v, src_nn, fixed: bool, reference):
-    """Field components (3 arrays (E, S)) -> gain (E, S) or (E, 3 S), times 1/(4 pi), referenced."""
+    """(E, S, 3) field -> gain (E, S) or (E, 3 S), times 1/(4 pi), referenced."""
     if fixed:
-        gain = v[0] * src_nn[:, 0] + v[1] * src_nn[:, 1] + v[2] * src_nn[:, 2]
+        gain = jnp.sum(v * src_nn[None], axis=-1)
     else:
-        gain = jnp.stack(v, axis=-1).reshape(v[0].shape[0], -1)
+        gain = v.reshape(v.shape[0], -1)
     gain = gain * (0.25 / math.pi)
     if reference == "average":
         gain = _leadfield.average_reference(gain)
@@ -154,19 +154,33 @@ def _finish(v, src_nn, fixed: bool, reference):
 
 @eqx.filter_jit
 def _berg_scherg_gain(
-    electrodes, src_pos, src_nn, center, inner_radius, mu, lam, fixed, reference
+    electrodes,
+    src_pos,
+    src_nn,
+    center,
+    inner_radius,
+    mu,
+    lam,
+    fixed,
+    reference,
+    check=True,
 ):
-    src_pos, electrodes = _inside_check(src_pos, electrodes, center, inner_radius)
+    # ``check=False`` only when the eager layer already validated concrete inputs.
+    if check:
+        src_pos, electrodes = _inside_check(src_pos, electrodes, center, inner_radius)
     v = _leadfield.berg_scherg_field(electrodes - center, src_pos - center, mu, lam)
     return _finish(v, src_nn, fixed, reference)
 
 
 @eqx.filter_jit
-def _exact_gain(electrodes, src_pos, src_nn, sphere, n_terms, fixed, reference):
+def _exact_gain(
+    electrodes, src_pos, src_nn, sphere, n_terms, fixed, reference, check=True
+):
     from .sphere import sphere_series_coefficients
 
     center, radii = sphere.center, sphere.radii
-    src_pos, electrodes = _inside_check(src_pos, electrodes, center, radii[0])
+    if check:
+        src_pos, electrodes = _inside_check(src_pos, electrodes, center, radii[0])
     fn = sphere_series_coefficients(sphere, n_terms) / sphere.conductivities[-1]
     v = _leadfield.series_field(electrodes - center, src_pos - center, fn)
     return _finish(v, src_nn, fixed, reference)
@@ -319,6 +333,8 @@ def _sphere_forward(
     if src_nn is not None:
         src_nn = _as_array("src_nn", src_nn)
     _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn=fixed)
+    # The kernel re-checks the geometry (eqx.error_if) only when it was traced here.
+    check = not is_concrete(src_pos, electrodes, sphere.center, sphere.radii)
     leaves = [electrodes, src_pos, sphere.radii, sphere.conductivities, sphere.center]
     if src_nn is not None:
         leaves.append(src_nn)
@@ -343,6 +359,7 @@ def _sphere_forward(
             lam,
             fixed,
             reference,
+            check,
         )
     else:
         if berg_scherg is not None:
@@ -350,7 +367,7 @@ def _sphere_forward(
                 "berg_scherg parameters apply to method='berg_scherg' only."
             )
         n = _exact_terms(electrodes, src_pos, sph, n_terms)
-        gain = _exact_gain(electrodes, src_pos, src_nn, sph, n, fixed, reference)
+        gain = _exact_gain(electrodes, src_pos, src_nn, sph, n, fixed, reference, check)
     return ForwardOperator(
         gain=gain,
         src_pos=src_pos,
