@@ -40,8 +40,12 @@ def errors(sphere, ecc):
     out = {}
     for name, d in (("radial", nn), ("tangential", np.concatenate([t1, t2]))):
         k = len(d) // n
-        vb = np.concatenate([np.einsum("esk,sk->es", bs, d[i * n : (i + 1) * n]) for i in range(k)], 1)
-        ve = np.concatenate([np.einsum("esk,sk->es", ex, d[i * n : (i + 1) * n]) for i in range(k)], 1)
+        vb = np.concatenate(
+            [np.einsum("esk,sk->es", bs, d[i * n : (i + 1) * n]) for i in range(k)], 1
+        )
+        ve = np.concatenate(
+            [np.einsum("esk,sk->es", ex, d[i * n : (i + 1) * n]) for i in range(k)], 1
+        )
         rel = np.linalg.norm(vb - ve, axis=0) / np.linalg.norm(ve, axis=0)
         out[name] = (np.median(rel), rel.max())
     return out
@@ -54,7 +58,9 @@ def main():
     }
     for label, sph in models.items():
         fit = berg_scherg_params(sph)
-        print(f"{label}: mu = {np.round(np.asarray(fit.mu), 5)}, residual = {float(fit.residual):.3g}")
+        print(
+            f"{label}: mu = {np.round(np.asarray(fit.mu), 5)}, residual = {float(fit.residual):.3g}"
+        )
         r_in, r_out = float(sph.radii[0]), float(sph.radii[-1])
         for ecc in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
             e = errors(sph, ecc)
