@@ -398,7 +398,14 @@ def berg_scherg_fit(fn, w, n_fit: int, n_starts: int = 4, max_iter: int = 100):
 # ---------------------------------------------------------------------------
 
 
-def fit_sphere_points(points, weights=None, n_iter: int = 30):
+def _wls(a, b, wt):
+    """Weighted least squares by normal equations (4 unknowns; the points are
+    centred and scaled first, and degenerate inputs are rejected upstream)."""
+    aw = a * wt[:, None]
+    return jnp.linalg.solve(aw.T @ a, aw.T @ b)
+
+
+def fit_sphere_points(points, weights=None, n_iter: int = 12):
     """Algebraic least-squares sphere, refined by Gauss–Newton on the
     geometric distances ``| |p_i - c| - R |``. Returns ``(radius, center)``.
 
@@ -409,7 +416,6 @@ def fit_sphere_points(points, weights=None, n_iter: int = 30):
     if weights is None:
         weights = jnp.ones(p.shape[0], p.dtype)
     wt = jnp.asarray(weights, p.dtype)
-    sw = jnp.sqrt(wt)[:, None]
     mean = jnp.sum(wt[:, None] * p, axis=0) / jnp.sum(wt)
     q = p - mean
     scale = jnp.sqrt(jnp.sum(wt * jnp.sum(q * q, axis=1)) / jnp.sum(wt))
@@ -417,7 +423,7 @@ def fit_sphere_points(points, weights=None, n_iter: int = 30):
     # |q|^2 = 2 q.c + (R^2 - |c|^2): linear in (c, R^2 - |c|^2).
     a = jnp.concatenate([2.0 * q, jnp.ones((q.shape[0], 1), q.dtype)], axis=1)
     b = jnp.sum(q * q, axis=1)
-    sol = jnp.linalg.lstsq(sw * a, sw[:, 0] * b)[0]
+    sol = _wls(a, b, wt)
     c = sol[:3]
     r = jnp.sqrt(jnp.maximum(sol[3] + jnp.sum(c * c), 0.0))
 
@@ -428,7 +434,7 @@ def fit_sphere_points(points, weights=None, n_iter: int = 30):
         safe = jnp.where(dist > 0, dist, 1.0)
         res = dist - r
         jmat = jnp.concatenate([-d / safe[:, None], -jnp.ones_like(dist)[:, None]], 1)
-        step = jnp.linalg.lstsq(sw * jmat, -sw[:, 0] * res)[0]
+        step = _wls(jmat, -res, wt)
         return c + step[:3], r + step[3]
 
     c, r = lax.fori_loop(0, n_iter, body, (c, r))

@@ -385,10 +385,14 @@ def fit_sphere_to_headshape(points):
         p = p.astype(jnp.result_type(float))
     n = p.shape[0]
     if is_concrete(p):
-        # Pad to a power-of-two size with zero-weight copies of the first
-        # point, so that montages of different sizes share compilations.
-        size = max(8, 1 << (n - 1).bit_length())
-        pad = jnp.broadcast_to(p[:1], (size - n, 3))
-        wts = jnp.concatenate([jnp.ones(n, p.dtype), jnp.zeros(size - n, p.dtype)])
-        return _fit_points_kernel(jnp.concatenate([p, pad]), wts)
+        # Pad (in NumPy, no per-shape eager ops) to a bucket size 8^k >= 64
+        # with zero-weight copies of the first point, so that point sets of
+        # different sizes share one compilation per bucket.
+        size = 64
+        while size < n:
+            size *= 8
+        pn = np.asarray(p)
+        padded = np.concatenate([pn, np.broadcast_to(pn[:1], (size - n, 3))])
+        wts = np.concatenate([np.ones(n, pn.dtype), np.zeros(size - n, pn.dtype)])
+        return _fit_points_kernel(padded, wts)
     return _fit_points_kernel(p, jnp.ones(n, p.dtype))

@@ -339,23 +339,21 @@ def test_berg_scherg_single_shell_exact():
     assert float(p.residual) == 0.0
 
 
-def test_berg_scherg_jit_equals_eager():
+def test_coefficients_jit_equals_eager():
     sph = SphereModel()
-    eager = berg_scherg_params(sph)
-    jitted = jax.jit(lambda s: berg_scherg_params(s))(sph)
-    for a, b in zip(eager, jitted, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-15)
     fn_j = jax.jit(lambda s: sphere_series_coefficients(s))(sph)
     np.testing.assert_allclose(fn_j, sphere_series_coefficients(sph), rtol=1e-14)
 
 
-def test_berg_scherg_vmap_equals_loop():
+def test_berg_scherg_jit_vmap_equals_eager_loop():
+    # jit(vmap(public function)) over 16 skull conductivities == a loop of
+    # eager calls (jit == eager and vmap == loop in one compilation).
     skull = jnp.geomspace(0.002, 0.03, 16)
     sig = jnp.stack([jnp.array([0.33, s, 0.33]) for s in skull])
     rad = jnp.broadcast_to(jnp.array([0.067, 0.070, 0.075]), (16, 3))
     cen = jnp.broadcast_to(jnp.array([0.0, 0.0, 0.04]), (16, 3))
     batch = SphereModel(rad, sig, cen)
-    out = jax.vmap(berg_scherg_params)(batch)
+    out = jax.jit(jax.vmap(berg_scherg_params))(batch)
     fns = jax.vmap(sphere_series_coefficients)(batch)
     for i in range(16):
         one = SphereModel(rad[i], sig[i], cen[i])
@@ -378,15 +376,17 @@ def _central_fd(f, x, rel_h=1e-5):
     return out
 
 
-def test_berg_scherg_grad_matches_finite_differences(model):
-    sph = model["sphere"]
+def test_berg_scherg_grad_matches_finite_differences():
+    # One model (the 3-shell default) keeps compile time down; the implicit
+    # adjoint is the same code for any number of shells.
+    sph = SphereModel()
     k = jnp.arange(1.0, 4.0)
 
     def loss(radii, sigmas):
         p = berg_scherg_params(SphereModel(radii, sigmas, sph.center))
         return jnp.sum(k * p.mu**2) + 0.1 * jnp.sum(k * p.lam) + 1e3 * p.residual
 
-    g_r, g_s = jax.grad(loss, argnums=(0, 1))(sph.radii, sph.conductivities)
+    g_r, g_s = jax.jit(jax.grad(loss, argnums=(0, 1)))(sph.radii, sph.conductivities)
     fd_r = _central_fd(lambda r: loss(r, sph.conductivities), sph.radii)
     fd_s = _central_fd(lambda s: loss(sph.radii, s), sph.conductivities)
     for g, fd in ((g_r, fd_r), (g_s, fd_s)):
@@ -510,17 +510,13 @@ def test_fit_sphere_validation():
         fit_sphere_to_headshape(np.ones((6, 3)))
 
 
-def test_fit_sphere_jit_and_grad():
+def test_fit_sphere_grad_translation():
+    # Under grad the public function runs traced (no padding); moving all the
+    # points moves the centre by the same amount, so d c_x / d p sums to e_x.
     pts = jnp.asarray(_electrodes(0.09, 30, seed=3) + np.array([0.0, 0.01, 0.03]))
     r, c = fit_sphere_to_headshape(pts)
-    from exg_jax._series import fit_sphere_points
-
-    rj, cj = jax.jit(fit_sphere_points)(pts)
-    np.testing.assert_allclose(rj, r, rtol=1e-12)
-    np.testing.assert_allclose(cj, c, atol=1e-14)
     np.testing.assert_allclose(float(r), 0.09, rtol=1e-10)
-    # Moving all points moves the centre by the same amount.
-    g = jax.grad(lambda p: fit_sphere_points(p)[1][0])(pts)
+    g = jax.grad(lambda p: fit_sphere_to_headshape(p)[1][0])(pts)
     np.testing.assert_allclose(
         np.sum(np.asarray(g), axis=0), [1.0, 0.0, 0.0], atol=1e-8
     )
