@@ -130,16 +130,35 @@ def spd_solve(a, b):
 
 
 def _project(y, a):
-    """Least-squares coefficients and residual of ``y ~ a c`` (normal equations
-    on unit-norm columns: tiny, fully differentiable to any order)."""
-    if a.shape[1] == 0:
+    """Least-squares coefficients and residual of ``y ~ a c`` by modified
+    Gram–Schmidt, unrolled over the few (static) columns: plain vector
+    arithmetic, so a large batch of grid points costs no per-matrix LAPACK
+    calls. Used for the grid search and the starting ``lambda`` only."""
+    k = a.shape[1]
+    if k == 0:
         return jnp.zeros((0,), y.dtype), y
-    norms = jnp.sqrt(jnp.sum(a * a, axis=0))
-    safe = jnp.where(norms > 0, norms, 1.0)
-    an = a / safe
-    cn = spd_solve(an.T @ an, an.T @ y)
-    resid = y - an @ cn
-    return cn / safe, resid
+    q = []
+    r = [[None] * k for _ in range(k)]
+    for j in range(k):
+        v = a[:, j]
+        for i in range(j):
+            r[i][j] = q[i] @ v
+            v = v - r[i][j] * q[i]
+        nrm = jnp.sqrt(v @ v)
+        r[j][j] = nrm
+        q.append(v / jnp.where(nrm > 0, nrm, 1.0))
+    resid = y
+    qty = []
+    for j in range(k):
+        qty.append(q[j] @ resid)
+        resid = resid - qty[j] * q[j]
+    c = [None] * k
+    for j in reversed(range(k)):
+        acc = qty[j]
+        for i in range(j + 1, k):
+            acc = acc - r[j][i] * c[i]
+        c[j] = acc / r[j][j]
+    return jnp.stack(c), resid
 
 
 def linear_fit(mu, fn, w):
