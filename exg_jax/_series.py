@@ -3,7 +3,8 @@
 * exact multi-shell series coefficients ``f_n`` (scaled two-term recursion
   over the shell interfaces, vectorised over ``n``);
 * the Berg–Scherg equivalent-dipole fit (variable projection: ``lambda`` in
-  closed form, ``mu`` by a grid search followed by Levenberg–Marquardt, with
+  closed form on a grid of ``mu``, then damped Newton on ``(mu, lambda)`` with
+  the closed-form Hessian, with
   an implicit-function-theorem adjoint at the optimum);
 * a least-squares sphere through a point cloud.
 
