@@ -238,7 +238,16 @@ def _update(r, gain, r_prior, lambda2, cfg):
 
 
 def _rel_change(new, old):
-    return jnp.linalg.norm((new - old).ravel()) / jnp.linalg.norm(old.ravel())
+    """||new - old||_F / ||old||_F, computed on rescaled values.
+
+    The weights carry physical units (≈ 1e-19 for a whitened EEG gain in
+    V/(A·m)); squaring them unscaled underflows in float32.
+    """
+    scale = jnp.max(jnp.abs(old))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    return jnp.linalg.norm(((new - old) / scale).ravel()) / jnp.linalg.norm(
+        (old / scale).ravel()
+    )
 
 
 def _iterate(cfg, gain, r_prior, lambda2):

@@ -539,3 +539,26 @@ def test_eloreta_and_sloreta_peak_at_true_source(depth_frac, log_lambda2, seed, 
         )
         maps = np.abs(np.asarray(apply_inverse(data, inv, lam, method, **kw).data))
         np.testing.assert_array_equal(np.argmax(maps, axis=0), np.arange(pos.shape[0]))
+
+
+def test_float32_follows_dtype_and_converges(mne_problem):
+    """Physical units (weights ~1e-19) must not underflow the float32 convergence test."""
+    inv = mne_problem["ops"]["free-indep"][1]
+    inv32 = jax.tree_util.tree_map(
+        lambda x: (
+            x.astype(jnp.float32)
+            if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
+            else x
+        ),
+        inv,
+    )
+    opts = EloretaOptions(eps=1e-5, max_iter=100)
+    new64, st64 = eloreta_inverse_operator(inv, LAMBDA2, opts)
+    new32, st32 = eloreta_inverse_operator(inv32, LAMBDA2, opts)
+    assert new32.eigen_leads.dtype == jnp.float32
+    assert bool(st32.converged) and abs(int(st32.n_iter) - int(st64.n_iter)) <= 1
+    k64 = np.asarray(new64.eigen_leads @ (new64.sing[:, None] * new64.eigen_fields))
+    k32 = np.asarray(
+        new32.eigen_leads @ (new32.sing[:, None] * new32.eigen_fields), np.float64
+    )
+    assert np.abs(k32 - k64).max() <= 1e-3 * np.abs(k64).max()
