@@ -436,6 +436,19 @@ def test_operator_jit_equals_eager_and_nonconvergence(mne_problem):
             inv, LAMBDA2, EloretaOptions(eps=1e-8, max_iter=3)
         )
     assert int(st.n_iter) == 3 and not bool(st.converged)
+    # the status reaches the user through apply_inverse_epochs
+    from exg_jax.inverse import apply_inverse_epochs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stc = apply_inverse_epochs(
+            jnp.asarray(mne_problem["data"])[None],
+            inv,
+            LAMBDA2,
+            "eLORETA",
+            eloreta=EloretaOptions(eps=1e-8, max_iter=3),
+        )
+    assert int(stc.status.n_iter) == 3 and not bool(stc.status.converged)
 
 
 # --------------------------------------------------------------------------- #
@@ -506,7 +519,7 @@ def test_grad_sphere_parameters_and_lambda2_end_to_end():
     depth_frac=st.floats(0.3, 0.85),
     log_lambda2=st.floats(-6.0, -3.0),
     seed=st.integers(0, 2**16),
-    depth=st.sampled_from([None, 0.8]),
+    depth=st.just(0.8),
 )
 def test_eloreta_and_sloreta_peak_at_true_source(depth_frac, log_lambda2, seed, depth):
     """Noise-free single dipoles on a fixed-orientation sphere forward: every map peaks on its source."""
@@ -552,11 +565,11 @@ def test_float32_follows_dtype_and_converges(mne_problem):
         ),
         inv,
     )
-    opts = EloretaOptions(eps=1e-5, max_iter=100)
-    new64, st64 = eloreta_inverse_operator(inv, LAMBDA2, opts)
-    new32, st32 = eloreta_inverse_operator(inv32, LAMBDA2, opts)
+    new64, st64 = eloreta_inverse_operator(inv, LAMBDA2, EloretaOptions(1e-8, 200))
+    new32, st32 = eloreta_inverse_operator(inv32, LAMBDA2, EloretaOptions(1e-5, 200))
     assert new32.eigen_leads.dtype == jnp.float32
-    assert bool(st32.converged) and abs(int(st32.n_iter) - int(st64.n_iter)) <= 1
+    assert bool(st32.converged) and bool(st64.converged)
+    assert 0 < int(st32.n_iter) < int(st64.n_iter)
     k64 = np.asarray(new64.eigen_leads @ (new64.sing[:, None] * new64.eigen_fields))
     k32 = np.asarray(
         new32.eigen_leads @ (new32.sing[:, None] * new32.eigen_fields), np.float64
