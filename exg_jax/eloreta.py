@@ -3,7 +3,8 @@
 The eLORETA source weights ``R`` are the fixed point of a re-weighting
 iteration (Pascual-Marqui 2007, 2011). This module computes them with a
 ``jax.lax.while_loop`` and differentiates the converged weights implicitly
-(implicit function theorem, adjoint solved by GMRES), so ``jax.grad`` flows
+(implicit function theorem, adjoint solved by the transposed fixed-point
+iteration), so ``jax.grad`` flows
 through the solver without unrolling it.
 
 Public API
@@ -425,7 +426,8 @@ def eloreta_weights(
     re-applies the orientation prior elementwise and rescales ``R`` so that
     ``trace(G R Gᵀ) = n_nzero``. Gradients of ``R`` are implicit: at the fixed
     point ``R = F(R, θ)`` the adjoint system ``(I - ∂F/∂R)ᵀ w = v`` is solved
-    by GMRES, then ``θ̄ = (∂F/∂θ)ᵀ w``.
+    by iterating ``w ← v + (∂F/∂R)ᵀ w`` (a contraction at a convergent fixed
+    point), then ``θ̄ = (∂F/∂θ)ᵀ w``.
     """
     options = EloretaOptions() if options is None else options
     if n_orient not in (1, 3):
