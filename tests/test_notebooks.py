@@ -1,0 +1,23 @@
+"""The notebooks' code cells run (executed in one namespace, as a kernel would)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, capsys):
+    nb = json.loads(path.read_text())
+    ns: dict = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), f"{path.name}", "exec"), ns)
+    out = capsys.readouterr().out
+    assert "(100, 642, 250) True" in out, out
+
+
+def test_there_is_a_notebook():
+    assert NOTEBOOKS, "notebooks/ holds no notebook"
