@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sklearn.covariance as sk  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exg_jax.covariance import compute_covariance, compute_covariance_epochs
-
-sk = pytest.importorskip("sklearn.covariance")
 
 
 def _rel(a, b):

@@ -327,24 +327,15 @@ OP_CASES = {
 @pytest.fixture(scope="module")
 def mne_problem():
     """biosemi32, ico-2 discrete source space with normals, MNE sphere forward, shared gain."""
-    mne = pytest.importorskip("mne")
-    from mne.surface import _get_ico_surface
+    import mne
+    from _oracle import mne_sphere_forward
 
     from exg_jax.covariance import NoiseCov
     from exg_jax.forward import ForwardOperator
     from exg_jax.inverse import make_inverse_operator
 
     mne.set_log_level("ERROR")
-    mont = mne.channels.make_standard_montage("biosemi32")
-    info = mne.create_info(mont.ch_names, 1000.0, "eeg")
-    info.set_montage(mont)
-    center = np.array([0.0, 0.0, 0.04])
-    sphere = mne.make_sphere_model(r0=tuple(center), head_radius=0.09)
-    ico = _get_ico_surface(2)
-    src = mne.setup_volume_source_space(
-        pos=dict(rr=ico["rr"] * 0.06 + center, nn=ico["rr"].copy()), sphere=sphere
-    )
-    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
+    info, _, fwd = mne_sphere_forward("biosemi32", 2)
     fwd = mne.convert_forward_solution(fwd, surf_ori=True)
     rng = np.random.default_rng(0)
     n = len(info.ch_names)

@@ -5,8 +5,10 @@ import warnings
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import mne  # noqa: E402
 import numpy as np
 import pytest
+from _oracle import mne_sphere_forward  # noqa: E402
 
 from exg_jax.covariance import NoiseCov
 from exg_jax.forward import ForwardOperator
@@ -16,8 +18,6 @@ from exg_jax.inverse import (
     apply_inverse_epochs,
     make_inverse_operator,
 )
-
-mne = pytest.importorskip("mne")
 
 LAMBDA2 = 1.0 / 9.0
 CASES = {
@@ -32,20 +32,7 @@ PARITY_METHODS = ("MNE", "dSPM", "sLORETA")
 @pytest.fixture(scope="module")
 def problem():
     """biosemi32, ico-2 discrete source space with normals, MNE sphere forward."""
-    mne.set_log_level("ERROR")
-    from mne.surface import _get_ico_surface
-
-    mont = mne.channels.make_standard_montage("biosemi32")
-    info = mne.create_info(mont.ch_names, 1000.0, "eeg")
-    info.set_montage(mont)
-    center = np.array([0.0, 0.0, 0.04])
-    sphere = mne.make_sphere_model(r0=tuple(center), head_radius=0.09)
-    ico = _get_ico_surface(2)
-    rr = ico["rr"] * 0.06 + center
-    src = mne.setup_volume_source_space(
-        pos=dict(rr=rr, nn=ico["rr"].copy()), sphere=sphere
-    )
-    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
+    info, _, fwd = mne_sphere_forward("biosemi32", 2)
     fwd_surf = mne.convert_forward_solution(fwd, surf_ori=True)
     rng = np.random.default_rng(0)
     n = len(info.ch_names)

@@ -41,19 +41,10 @@ METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 
 @pytest.fixture(scope="module")
 def problem():
-    mne = pytest.importorskip("mne")
-    from mne.surface import _get_ico_surface
+    import mne
+    from _oracle import mne_sphere_forward
 
-    mne.set_log_level("ERROR")
-    mont = mne.channels.make_standard_montage("biosemi32")
-    info = mne.create_info(mont.ch_names, 1000.0, "eeg")
-    info.set_montage(mont)
-    sphere = mne.make_sphere_model("auto", "auto", info)
-    rr = _get_ico_surface(2)["rr"]
-    nn = rr / np.linalg.norm(rr, axis=1, keepdims=True)
-    pos = 0.06 * nn + sphere["r0"]
-    src = mne.setup_volume_source_space(pos=dict(rr=pos, nn=nn), sphere=sphere)
-    fwd = mne.make_forward_solution(info, None, src, sphere)
+    info, _, fwd = mne_sphere_forward("biosemi32", 2, sphere="auto")
     rng = np.random.default_rng(0)
     raw = mne.io.RawArray(rng.normal(size=(32, 2000)) * 1e-6, info)
     raw.set_eeg_reference(projection=True)

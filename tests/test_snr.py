@@ -14,20 +14,10 @@ from exg_jax.snr import _chi2_isf, estimate_snr
 
 @pytest.fixture(scope="module")
 def problem():
-    mne = pytest.importorskip("mne")
-    from mne.surface import _get_ico_surface
+    import mne
+    from _oracle import mne_sphere_forward
 
-    mne.set_log_level("ERROR")
-    mont = mne.channels.make_standard_montage("biosemi32")
-    info = mne.create_info(mont.ch_names, 1000.0, "eeg")
-    info.set_montage(mont)
-    sphere = mne.make_sphere_model("auto", "auto", info)
-    rr = _get_ico_surface(1)["rr"]
-    nn = rr / np.linalg.norm(rr, axis=1, keepdims=True)
-    src = mne.setup_volume_source_space(
-        pos=dict(rr=0.06 * nn + sphere["r0"], nn=nn), sphere=sphere
-    )
-    fwd = mne.make_forward_solution(info, None, src, sphere)
+    info, _, fwd = mne_sphere_forward("biosemi32", 1, sphere="auto")
     rng = np.random.default_rng(1)
     raw = mne.io.RawArray(rng.normal(size=(32, 2000)) * 1e-6, info)
     raw.set_eeg_reference(projection=True)
