@@ -20,10 +20,9 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
+from _w1 import LAMBDA2, build_w1  # noqa: E402
 
-from exg_jax.covariance import NoiseCov  # noqa: E402
-from exg_jax.forward import ForwardOperator  # noqa: E402
-from exg_jax.inverse import apply_inverse_epochs, make_inverse_operator  # noqa: E402
+from exg_jax.inverse import apply_inverse_epochs  # noqa: E402
 
 
 def main():
@@ -34,40 +33,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--methods", default="MNE,dSPM,sLORETA,eLORETA")
     args = ap.parse_args()
-    mne.set_log_level("ERROR")
-    from mne.surface import _get_ico_surface
-
-    mont = mne.channels.make_standard_montage("biosemi64")
-    info = mne.create_info(mont.ch_names, 500.0, "eeg")
-    info.set_montage(mont)
-    ctr = np.array([0.0, 0.0, 0.04])
-    sphere = mne.make_sphere_model(r0=tuple(ctr), head_radius=0.09)
-    ico = _get_ico_surface(args.ico)
-    src = mne.setup_volume_source_space(
-        pos=dict(rr=ico["rr"] * 0.06 + ctr, nn=ico["rr"].copy()), sphere=sphere
+    w1 = build_w1(args.epochs, args.times, args.ico)
+    info, fwd, cov, data, epochs = (
+        w1[k] for k in ("info", "fwd", "cov", "data", "epochs")
     )
-    t0 = time.perf_counter()
-    fwd = mne.make_forward_solution(info, None, src, sphere, eeg=True, meg=False)
-    print(
-        f"MNE forward: {time.perf_counter() - t0:.1f} s, gain {fwd['sol']['data'].shape}"
-    )
-    rng = np.random.default_rng(0)
+    inv_m, inv64, lam = w1["inv_mne"], w1["inv"], LAMBDA2
+    print(f"MNE forward: {w1['t_fwd']:.1f} s, gain {fwd['sol']['data'].shape}")
+    rng = np.random.default_rng(1)
     n = len(info.ch_names)
-    noise = rng.standard_normal((n, 5000)) * 1e-6
-    cov = noise @ noise.T / noise.shape[1]
-    mcov = mne.Covariance(cov, info.ch_names, [], [], noise.shape[1])
-    data = rng.standard_normal((args.epochs, n, args.times)) * 1e-6
-    epochs = mne.EpochsArray(data, info, verbose=False)
-    epochs.set_eeg_reference(projection=True)
-    lam = 1.0 / 9.0
-    inv_m = mne.minimum_norm.make_inverse_operator(
-        epochs.info, fwd, mcov, loose=1.0, depth=0.8
-    )
-    inv64 = make_inverse_operator(
-        ForwardOperator.from_mne(fwd, reference=None),
-        NoiseCov(jnp.asarray(cov)),
-        avg_ref_proj=True,
-    )
     inv32 = jax.tree.map(
         lambda x: x.astype(jnp.float32) if eqx_is_float(x) else x, inv64
     )
