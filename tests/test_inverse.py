@@ -9,6 +9,8 @@ import mne  # noqa: E402
 import numpy as np
 import pytest
 from _oracle import mne_sphere_forward  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exg_jax.covariance import NoiseCov
 from exg_jax.forward import ForwardOperator
@@ -418,3 +420,39 @@ def test_eloreta_branch(problem, operators):
     )
     assert stc.status is not None
     assert _rel(stc.data, ref) <= 1e-5
+
+
+# --------------------------------------------------------------------------- #
+# Properties
+# --------------------------------------------------------------------------- #
+@settings(max_examples=10)
+@given(
+    a=st.floats(-5.0, 5.0, allow_nan=False),
+    b=st.floats(-5.0, 5.0, allow_nan=False),
+    seed=st.integers(0, 2**32 - 1),
+    case=st.sampled_from(sorted(CASES)),
+)
+def test_mne_vector_solution_is_linear_and_reference_free(
+    problem, operators, a, b, seed, case
+):
+    """The MNE (and normal / vector) solution is linear in the data, and adding a
+    constant to every electrode (a change of reference) leaves it unchanged."""
+    _, inv = operators[case]
+    rng = np.random.default_rng(seed)
+    n = problem["data"].shape[0]
+    x, y = rng.standard_normal((2, n, 4)) * 1e-6
+    pick = None if case == "fixed" else "vector"
+
+    def sol(d):
+        return np.asarray(
+            apply_inverse(jnp.asarray(d), inv, LAMBDA2, "MNE", pick_ori=pick).data
+        )
+
+    lhs = sol(a * x + b * y)
+    rhs = a * sol(x) + b * sol(y)
+    scale = np.max(np.abs(sol(x))) + np.max(np.abs(sol(y)))
+    np.testing.assert_allclose(lhs, rhs, atol=1e-10 * scale)
+    shifted = x + rng.standard_normal((1, 4)) * 1e-5  # same offset on every channel
+    np.testing.assert_allclose(
+        sol(shifted), sol(x), atol=1e-10 * np.max(np.abs(sol(x)))
+    )
