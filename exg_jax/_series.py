@@ -344,12 +344,24 @@ def _newton_solve(z0, fn, w, n_fit: int, max_iter: int):
 
 def _solve_impl(fn, w, n_fit: int, n_starts: int, max_iter: int):
     dtype = fn.dtype
-    starts = jnp.asarray(_grid_starts(n_fit), dtype)
+    starts_np = _grid_starts(n_fit)
+    starts = jnp.asarray(starts_np, dtype)
     # Global stage: variable-projection cost on the grid (lambda in closed form).
     costs = jax.vmap(lambda m: _grid_loss(m, fn, w))(starts)
     costs = jnp.where(jnp.isfinite(costs), costs, jnp.inf)
     k = min(n_starts, starts.shape[0])
-    _, idx = lax.top_k(-costs, k)
+    # Half of the starts are the best grid points overall; the other half the
+    # best among well-separated tuples (adjacent mu >= 0.1 apart). Without the
+    # second half every start can fall into the basin where two mu coalesce
+    # (seen for skull conductivities 0.016-0.02 S/m), far from the optimum.
+    if n_fit > 1:
+        spread = np.min(-np.diff(starts_np, axis=1), axis=1) >= 0.1
+    else:
+        spread = np.ones(len(starts_np), bool)
+    k2 = min(k // 2, int(spread.sum()))
+    _, idx1 = lax.top_k(-costs, k - k2)
+    _, idx2 = lax.top_k(-jnp.where(jnp.asarray(spread), costs, jnp.inf), k2)
+    idx = jnp.concatenate([idx1, idx2])
     mu0 = starts[idx]
     lam0 = jax.vmap(lambda m: linear_fit(m, fn, w)[0])(mu0)
     z0 = jnp.concatenate([mu0, lam0[:, 1:]], axis=1)
@@ -393,7 +405,7 @@ def _solve_bwd(n_fit, n_starts, max_iter, res, cts):
 solve_joint.defvjp(_solve_fwd, _solve_bwd)
 
 
-def berg_scherg_fit(fn, w, n_fit: int, n_starts: int = 4, max_iter: int = 100):
+def berg_scherg_fit(fn, w, n_fit: int, n_starts: int = 8, max_iter: int = 100):
     """``(mu, lambda, rv, n_iter, converged)``, ``mu`` sorted descending.
 
     ``rv`` is MNE-Python's relative residual: the weighted residual sum of
