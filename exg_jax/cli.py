@@ -8,7 +8,6 @@ import time
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import jax
     import jax.numpy as jnp
     import numpy as np
 
@@ -19,8 +18,6 @@ def _demo(args: argparse.Namespace) -> int:
     from .source_space import ico_source_space
     from .sphere import SphereModel
 
-    if args.float64:
-        jax.config.update("jax_enable_x64", True)
     dtype = jnp.float64 if args.float64 else jnp.float32
     rng = np.random.default_rng(args.seed)
 
@@ -186,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--no-plot", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "demo":
+        if args.float64:  # scoped: the caller's global JAX config is left alone
+            import jax
+
+            with jax.enable_x64(True):
+                return _demo(args)
         return _demo(args)
     return 2  # pragma: no cover
 
