@@ -62,3 +62,23 @@ def build_w1(n_epochs=200, n_times=500, ico=4, seed=0):
         inv=inv,
         t_fwd=t_fwd,
     )
+
+
+def numpy_gemm_time(rows, n_chan, n_epochs, n_times, dtype, repeat=2, seed=1):
+    """Best time of NumPy computing ``K @ x`` for every epoch (the kernel's shape).
+
+    The per-epoch product is what both libraries compute (MNE with NumPy); it is
+    the machine's GEMM floor for the workload, measured in the same run.
+    """
+    rng = np.random.default_rng(seed)
+    k = rng.standard_normal((rows, n_chan)).astype(dtype)
+    x = rng.standard_normal((n_epochs, n_chan, n_times)).astype(dtype)
+    out = np.empty((rows, n_times), dtype)
+    np.dot(k, x[0], out=out)
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for e in x:
+            np.dot(k, e, out=out)
+        best = min(best, time.perf_counter() - t)
+    return best

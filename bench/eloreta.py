@@ -10,7 +10,7 @@ Reports the first call (with compilation) and the steady state separately,
 the iterations each library needed, and the ratio.
 
 Usage: PYTHONPATH=. python bench/eloreta.py [--epochs 200] [--times 500] [--ico 4]
-       [--eps 1e-6] [--max-iter 200] [--force-equal] [--repeat 2]
+       [--eps 1e-6] [--max-iter 200] [--force-equal] [--repeat 3]
 """
 
 import argparse
@@ -24,7 +24,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
-from _w1 import LAMBDA2, build_w1  # noqa: E402
+from _w1 import LAMBDA2, build_w1, numpy_gemm_time  # noqa: E402
 
 from exg_jax.eloreta import EloretaOptions, eloreta_inverse_operator  # noqa: E402
 from exg_jax.inverse import apply_inverse_epochs  # noqa: E402
@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--eps", type=float, default=1e-6)
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--force-equal", action="store_true")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     w1 = build_w1(args.epochs, args.times, args.ico)
     info, fwd, data, epochs = (w1[k] for k in ("info", "fwd", "data", "epochs"))
@@ -162,6 +162,17 @@ def main():
         f"float32 apply_inverse_epochs: first {first32:.2f} s, steady {best32:.2f} s | ratio "
         f"steady {t_mne / best32:.2f}x | iterations {int(st32.n_iter)} "
         f"(converged={bool(st32.converged)}) | max rel. difference vs MNE {err32:.1e}"
+    )
+    rows = inv.eigen_leads.shape[0]
+    g64, g32 = (
+        numpy_gemm_time(rows, n, args.epochs, args.times, dt)
+        for dt in (np.float64, np.float32)
+    )
+    print(
+        f"GEMM floor (NumPy K @ x per epoch, {rows}x{n} @ {n}x{args.times}, "
+        f"x{args.epochs}): f64 {g64:.2f} s, f32 {g32:.2f} s | MNE time / floor: "
+        f"f64 {t_mne / g64:.2f}x, f32 {t_mne / g32:.2f}x (the most any implementation "
+        "doing this product with NumPy could reach)"
     )
 
 
