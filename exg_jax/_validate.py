@@ -43,7 +43,10 @@ def check_finite(name: str, x: Any) -> None:
     if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.number):
         # reduce where the data live: only a flag crosses to the host (a batch
         # of epochs on a GPU is not copied back just to be checked)
-        if bool(jnp.all(jnp.isfinite(x))):
+        # (evaluated now even when called while a jit is being traced)
+        with jax.ensure_compile_time_eval():
+            ok = bool(jnp.all(jnp.isfinite(x)))
+        if ok:
             return
     arr = np.asarray(x)
     if not np.all(np.isfinite(arr)):
