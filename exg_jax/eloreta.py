@@ -180,16 +180,21 @@ def _r_times_gt(gain, r, cfg):
     return r[:, None] * gain.T
 
 
-def _trace_grgt(gain, r, cfg):
-    """trace(G R G^T) without forming G R G^T."""
+def _gain_gram(gain, cfg):
+    """Per-source G_sᵀ G_s (3 x 3 blocks) or column sums of squares of G."""
     if cfg.blocks:
-        return jnp.sum(r * _block_gram(gain, gain))
-    return jnp.sum(r * jnp.sum(gain * gain, axis=0))
+        return _block_gram(gain, gain)
+    return jnp.sum(gain * gain, axis=0)
 
 
-def _normalize(gain, r, cfg):
-    """Scale R so that trace(G R G^T) = n_nzero (keeps lambda2's meaning)."""
-    return r * (cfg.n_nzero / _trace_grgt(gain, r, cfg))
+def _normalize(gain, r, cfg, gram=None):
+    """Scale R so that trace(G R G^T) = n_nzero (keeps lambda2's meaning).
+
+    trace(G R Gᵀ) = Σ R ∘ (G_sᵀ G_s), without forming G R Gᵀ; ``gram`` is
+    ``_gain_gram(gain, cfg)`` when the caller already has it.
+    """
+    gram = _gain_gram(gain, cfg) if gram is None else gram
+    return r * (cfg.n_nzero / jnp.sum(r * gram))
 
 
 def _initial_weights(gain, r_prior, cfg):
@@ -216,11 +221,16 @@ def _regularized_inverse_times_gain(grgt, gain, lambda2, cfg):
     s, u = s[order], u[:, order]
     pos = s > 0
     inv_s = jnp.where(pos, 1.0 / (jnp.where(pos, s, 1.0) + lambda2), 0.0)
-    return (u * inv_s) @ (u.T @ gain)
+    return ((u * inv_s) @ u.T) @ gain
 
 
-def _update(r, gain, r_prior, lambda2, cfg):
-    """One eLORETA re-weighting step, F(R) (the fixed-point map)."""
+def _update(r, gain, r_prior, lambda2, cfg, gram=None):
+    """One eLORETA re-weighting step, F(R) (the fixed-point map).
+
+    ``gram``: ``_gain_gram(gain, cfg)``, passed by the forward iteration so it
+    is computed once; the implicit adjoint differentiates ``_update`` without
+    it (then it is a function of ``gain``, as it must be).
+    """
     grgt = gain @ _r_times_gt(gain, r, cfg)
     ng = _regularized_inverse_times_gain(grgt, gain, lambda2, cfg)
     if cfg.n_orient == 1:
@@ -235,7 +245,7 @@ def _update(r, gain, r_prior, lambda2, cfg):
         else:
             new = _sym_pow(m, -0.5)
     new = new * r_prior  # re-apply the orientation prior (Hadamard product)
-    return _normalize(gain, new, cfg)
+    return _normalize(gain, new, cfg, gram)
 
 
 def _rel_change(new, old):
@@ -254,6 +264,7 @@ def _rel_change(new, old):
 def _iterate(cfg, gain, r_prior, lambda2):
     r0 = _initial_weights(gain, r_prior, cfg)
     dtype = r0.dtype
+    gram = _gain_gram(gain, cfg)  # loop-invariant
 
     def cond(state):
         k, _, delta = state
@@ -261,7 +272,7 @@ def _iterate(cfg, gain, r_prior, lambda2):
 
     def body(state):
         k, r, _ = state
-        new = _update(r, gain, r_prior, lambda2, cfg)
+        new = _update(r, gain, r_prior, lambda2, cfg, gram)
         return k + 1, new, _rel_change(new, r).astype(dtype)
 
     init = (jnp.asarray(0, jnp.int32), r0, jnp.asarray(jnp.inf, dtype))
