@@ -41,9 +41,9 @@ def check_finite(name: str, x: Any) -> None:
     if not is_concrete(x):
         return
     if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.number):
-        # reduce where the data live: only a flag crosses to the host (a batch
-        # of epochs on a GPU is not copied back just to be checked)
-        # (evaluated now even when called while a jit is being traced)
+        # Reduce where the data live: only a flag crosses to the host (a batch
+        # of epochs on a GPU is not copied back just to be checked). Evaluated
+        # now, even when called while a jit is being traced.
         with jax.ensure_compile_time_eval():
             ok = bool(jnp.all(jnp.isfinite(x)))
         if ok:
