@@ -8,6 +8,7 @@ libraries' own inverse operators (free, loose 1, depth 0.8, average-reference pr
 
 import time
 
+import jax
 import jax.numpy as jnp
 import mne
 import numpy as np
@@ -82,3 +83,15 @@ def numpy_gemm_time(rows, n_chan, n_epochs, n_times, dtype, repeat=2, seed=1):
             np.dot(k, e, out=out)
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def to_float32(tree):
+    """Cast every floating JAX array of a pytree (an operator) to float32."""
+    return jax.tree.map(
+        lambda x: (
+            x.astype(jnp.float32)
+            if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
+            else x
+        ),
+        tree,
+    )

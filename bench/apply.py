@@ -20,7 +20,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
-from _w1 import LAMBDA2, build_w1, numpy_gemm_time  # noqa: E402
+from _w1 import LAMBDA2, build_w1, numpy_gemm_time, to_float32  # noqa: E402
 
 from exg_jax.inverse import apply_inverse_epochs  # noqa: E402
 
@@ -40,9 +40,7 @@ def main():
     inv_m, inv64, lam = w1["inv_mne"], w1["inv"], LAMBDA2
     print(f"MNE forward: {w1['t_fwd']:.1f} s, gain {fwd['sol']['data'].shape}")
     n = len(info.ch_names)
-    inv32 = jax.tree.map(
-        lambda x: x.astype(jnp.float32) if eqx_is_float(x) else x, inv64
-    )
+    inv32 = to_float32(inv64)
     d64 = jnp.asarray(data)
     d32 = d64.astype(jnp.float32)
 
@@ -108,10 +106,6 @@ def main():
             f"{t_mne / res['f64'][1]:6.2f} {g64:6.0f} {res['f32'][0]:8.2f} {res['f32'][1]:8.2f} "
             f"{t_mne / res['f32'][1]:6.2f} {g32:6.0f}   (rel err vs MNE, last epoch: {err:.1e})"
         )
-
-
-def eqx_is_float(x):
-    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
 
 
 if __name__ == "__main__":

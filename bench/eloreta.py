@@ -25,7 +25,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import mne  # noqa: E402
 import numpy as np  # noqa: E402
-from _w1 import LAMBDA2, build_w1, numpy_gemm_time  # noqa: E402
+from _w1 import LAMBDA2, build_w1, numpy_gemm_time, to_float32  # noqa: E402
 
 from exg_jax.eloreta import EloretaOptions, eloreta_inverse_operator  # noqa: E402
 from exg_jax.inverse import apply_inverse_epochs  # noqa: E402
@@ -124,14 +124,7 @@ def main():
         del out
 
     # float32 operator and data (the fit and the kernel then run in float32)
-    inv32 = jax.tree.map(
-        lambda x: (
-            x.astype(jnp.float32)
-            if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating)
-            else x
-        ),
-        inv,
-    )
+    inv32 = to_float32(inv)
     d32 = d.astype(jnp.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

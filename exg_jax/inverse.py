@@ -123,10 +123,14 @@ def _safe_div(num, den):
     return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
 
 
-def _safe_norm(x, axis):
-    sq = jnp.sum(x * x, axis=axis)
+def _safe_sqrt(sq):
+    """sqrt with a finite (zero) derivative at 0 (double ``where``)."""
     ok = sq > 0
     return jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+
+
+def _safe_norm(x, axis):
+    return _safe_sqrt(jnp.sum(x * x, axis=axis))
 
 
 def _normal_frames(nn):
@@ -474,9 +478,7 @@ def _finish(sol, noise_norm, n_orient, pick_ori):
         n_src = sol.shape[-2] // 3
         sol = sol.reshape(sol.shape[:-2] + (3, n_src, sol.shape[-1]))
         x, y, z = sol[..., 0, :, :], sol[..., 1, :, :], sol[..., 2, :, :]
-        sq = x * x + y * y + z * z
-        ok = sq > 0
-        sol = jnp.where(ok, jnp.sqrt(jnp.where(ok, sq, 1.0)), 0.0)
+        sol = _safe_sqrt(x * x + y * y + z * z)
         if noise_norm is not None:
             sol = sol * noise_norm[:, None]
     elif n_orient == 3 and pick_ori == "vector":
