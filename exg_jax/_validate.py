@@ -9,6 +9,8 @@ inside the kernels instead.
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,3 +90,215 @@ def check_range(name: str, x: Any, lo: float, hi: float) -> None:
     v = np.asarray(x)
     if not np.all(np.isfinite(v)) or np.any(v < lo) or np.any(v > hi):
         raise ValueError(f"{name} must lie in [{lo}, {hi}], got {v!r}.")
+
+
+# --------------------------------------------------------------------------- #
+# Argument types (issue 9, classes 3.7 and 3.8)
+# --------------------------------------------------------------------------- #
+# What to pass instead of an MNE-Python object, by (base) class name. The
+# library never imports mne: objects are recognised by their module.
+_MNE_HINTS = {
+    "Covariance": "pass NoiseCov(jnp.asarray(cov.data)) or its .data array "
+    "(V², channels in the forward's order)",
+    "Evoked": "pass its .data array (n_chan, n_times) in V",
+    "BaseEpochs": "pass epochs.get_data() (n_epochs, n_chan, n_times) in V "
+    "(apply_inverse_epochs / compute_covariance_epochs)",
+    "BaseRaw": "pass raw.get_data() (n_chan, n_times) in V",
+    "Forward": "convert it with ForwardOperator.from_mne(fwd)",
+    "InverseOperator": "build one with exg_jax.make_inverse_operator "
+    "(MNE inverse operators cannot be converted yet)",
+    "SourceSpaces": "pass the source positions (and normals) as arrays",
+    "Info": "pass arrays; an mne.Info carries no data",
+}
+
+
+def _mne_class(x: Any) -> str | None:
+    """Name of the known MNE-Python base class of ``x`` ("" if none), else None."""
+    mod = type(x).__module__ or ""
+    if not (mod == "mne" or mod.startswith("mne.")):
+        return None
+    for klass in type(x).__mro__:
+        if klass.__name__ in _MNE_HINTS:
+            return klass.__name__
+    return ""
+
+
+def check_not_mne(name: str, x: Any, expected: str = "an array") -> None:
+    """Raise ``TypeError`` (saying what to pass) if ``x`` is an MNE-Python object."""
+    cls = _mne_class(x)
+    if cls is None:
+        return
+    hint = _MNE_HINTS.get(cls, f"pass {expected}")
+    raise TypeError(
+        f"{name} is an mne.{type(x).__name__} (MNE-Python object), not "
+        f"{expected}; {hint}."
+    )
+
+
+def check_type(name: str, x: Any, cls: type, expected: str) -> None:
+    """Raise ``TypeError`` unless ``isinstance(x, cls)`` (MNE objects get a hint)."""
+    if isinstance(x, cls):
+        return
+    check_not_mne(name, x, expected)
+    raise TypeError(f"{name} must be {expected}, got {type(x).__name__}.")
+
+
+def check_array(name: str, x: Any) -> None:
+    """Raise ``TypeError`` unless ``x`` is a real numeric array (or array-like).
+
+    Accepts NumPy / JAX arrays (tracers included), NumPy scalars, Python
+    numbers and nested sequences of them. Rejects MNE-Python objects (with a
+    hint), strings, None, mappings and bool / complex / object dtypes.
+    """
+    check_not_mne(name, x)
+    if x is None or isinstance(x, str | bytes | dict):
+        raise TypeError(f"{name} must be a NumPy or JAX array, got {type(x).__name__}.")
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(x).dtype
+        except Exception as err:  # ragged lists and other objects
+            raise TypeError(
+                f"{name} must be a NumPy or JAX array, got {type(x).__name__}."
+            ) from err
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must have a real numeric dtype, got {dtype}.")
+
+
+def as_int(
+    name: str, x: Any, *, minimum: int | None = None, allow_none: bool = False
+) -> int | None:
+    """``x`` as a Python int (NumPy integers accepted; bool and floats refused).
+
+    ``TypeError`` for a non-integer, ``ValueError`` below ``minimum``.
+    """
+    if x is None and allow_none:
+        return None
+    if isinstance(x, bool | np.bool_):
+        raise TypeError(f"{name} must be an integer, got the bool {x!r}.")
+    try:
+        v = operator.index(x)
+    except TypeError:
+        what = " or None" if allow_none else ""
+        raise TypeError(
+            f"{name} must be an integer{what}, got {type(x).__name__} {x!r}."
+        ) from None
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v}.")
+    return v
+
+
+def check_real_scalar(name: str, x: Any) -> None:
+    """``TypeError`` unless ``x`` is a real scalar (number or 0-d array, tracers too).
+
+    bool, str and complex are refused; an array of shape ≠ () is a
+    ``ValueError``.
+    """
+    check_not_mne(name, x, "a real scalar")
+    if isinstance(x, bool | np.bool_):
+        raise TypeError(f"{name} must be a real number, got the bool {x!r}.")
+    if isinstance(x, numbers.Real):
+        return
+    if isinstance(x, str | bytes) or not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        if isinstance(x, list | tuple):
+            raise ValueError(
+                f"{name} must be a scalar (shape ()), got a {type(x).__name__} "
+                f"of shape {np.shape(x)}."
+            )
+        raise TypeError(f"{name} must be a real number, got {type(x).__name__}.")
+    dtype = np.dtype(x.dtype)
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+    ):
+        raise TypeError(f"{name} must be a real number, got dtype {dtype}.")
+    if tuple(x.shape) != ():
+        raise ValueError(
+            f"{name} must be a scalar (shape ()), got shape {tuple(x.shape)}."
+        )
+
+
+def check_positive_finite_scalar(
+    name: str, x: Any, dtype: Any = None, *, what: str = ""
+) -> None:
+    """Real scalar, finite and > 0 (when concrete) — also once cast to ``dtype``.
+
+    The cast catches a value that is finite in float64 but overflows (or
+    underflows to 0) in the dtype it is used in, e.g. λ² = 1e39 with a
+    float32 operator.
+    """
+    check_real_scalar(name, x)
+    if not is_concrete(x):
+        return
+    v = np.asarray(x)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0{what}, got {v.item()!r}.")
+    if dtype is not None and np.issubdtype(np.dtype(dtype), np.floating):
+        dt = np.dtype(dtype)
+        with np.errstate(over="ignore", under="ignore"):
+            cast = v.astype(dt)
+        if not (np.isfinite(cast) and cast > 0):
+            fi = np.finfo(dt)
+            raise ValueError(
+                f"{name}={v.item()!r} is not a finite positive number in {dt} (the "
+                f"operator's dtype): it must lie in [{fi.tiny:.3g}, {fi.max:.3g}]{what}."
+            )
+
+
+def check_lambda2(lambda2: Any, dtype: Any = None) -> None:
+    """Validate λ² (a real scalar, finite and > 0, representable in ``dtype``).
+
+    Traced values only get the type/shape checks; their value is checked by
+    ``lambda2_error_if`` inside the compiled kernels.
+    """
+    check_positive_finite_scalar(
+        "lambda2", lambda2, dtype, what=" (λ² = 1 / SNR², e.g. 1/9 for SNR 3)"
+    )
+
+
+_LAMBDA2_TRACED_MSG = (
+    "lambda2 must be finite and > 0 (λ² = 1 / SNR²); a traced lambda2 "
+    "(under jit / vmap / grad) was <= 0, NaN or Inf."
+)
+
+
+def lambda2_error_if(lambda2):
+    """``eqx.error_if`` on λ² (≤ 0, NaN, Inf): the check that survives tracing.
+
+    Returns ``lambda2``; use the returned value so the check is not dropped.
+    """
+    import equinox as eqx
+
+    lambda2 = jnp.asarray(lambda2)
+    bad = ~(jnp.isfinite(lambda2) & (lambda2 > 0))
+    return eqx.error_if(lambda2, bad, _LAMBDA2_TRACED_MSG)
+
+
+def all_zero(x: Any) -> bool:
+    """True when a concrete array is identically zero (reduced where it lives)."""
+    with jax.ensure_compile_time_eval():
+        return not bool(jnp.any(jnp.asarray(x) != 0))
+
+
+def as_float_array(name: str, x: Any):
+    """``x`` as a JAX float array, for geometry and model parameters (issue 9, 3.6 / 3.7).
+
+    ``TypeError`` (naming ``name``) for strings, None, MNE-Python objects, bool /
+    complex / object dtypes, and for float16 / bfloat16 (too few digits for
+    head geometry: use float32 or float64). Integer input is cast explicitly
+    to JAX's default float dtype (float64 with x64 enabled, else float32);
+    float32 / float64 are kept as they are. Tracers are accepted.
+    """
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and np.dtype(dtype).name in ("float16", "bfloat16"):
+        raise TypeError(
+            f"{name} has dtype {np.dtype(dtype).name}, which is too imprecise for EEG geometry; "
+            "use float32 or float64."
+        )
+    check_array(name, x)
+    arr = jnp.asarray(x)
+    if jnp.issubdtype(arr.dtype, jnp.integer):
+        arr = arr.astype(jnp.result_type(float))
+    return arr

@@ -14,7 +14,15 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validate import check_finite, check_option, check_range
+from ._numerics import scale_of
+from ._validate import (
+    check_array,
+    check_finite,
+    check_not_mne,
+    check_option,
+    check_range,
+    check_real_scalar,
+)
 
 __all__ = ["NoiseCov", "compute_covariance", "compute_covariance_epochs"]
 
@@ -35,6 +43,13 @@ class NoiseCov(eqx.Module):
     data: Float[Array, "chan chan"]
     nfree: int = eqx.field(static=True, default=1)
 
+    def __check_init__(self):
+        check_not_mne("NoiseCov data", self.data, "an array")
+        if isinstance(self.data, str | bytes | dict) or self.data is None:
+            raise TypeError(
+                f"NoiseCov data must be an array, got {type(self.data).__name__}."
+            )
+
 
 def _lw_shrinkage(x):
     """Ledoit-Wolf optimal shrinkage of centred samples ``x`` (n_samples, n_features)."""
@@ -53,18 +68,26 @@ def _lw_shrinkage(x):
 
 @partial(jax.jit, static_argnames=("method", "fixed"))
 def _cov_kernel(x, shrinkage, method, fixed):
-    # x: centred samples (n_samples, n_features)
+    # x: centred samples (n_samples, n_features), V. Everything is computed on
+    # x / m (m = max |x|, a constant for differentiation) and the result scaled
+    # by m² at the end: the Ledoit-Wolf statistics are fourth powers of the
+    # samples (1e-40 at 1e-10 V, zero in float32) and the shrinkage is
+    # scale-invariant.
     n, p = x.shape
+    m = scale_of(x)
+    x = x / m
     emp = (x.T @ x) / n
     if method == "empirical":
-        return emp
-    if method == "diagonal":
-        return jnp.diag(jnp.diagonal(emp))
-    mu = jnp.trace(emp) / p
-    if p == 1:
-        return emp
-    alpha = shrinkage if fixed else _lw_shrinkage(x)
-    return (1.0 - alpha) * emp + alpha * mu * jnp.eye(p, dtype=x.dtype)
+        out = emp
+    elif method == "diagonal":
+        out = jnp.diag(jnp.diagonal(emp))
+    elif p == 1:
+        out = emp
+    else:
+        mu = jnp.trace(emp) / p
+        alpha = shrinkage if fixed else _lw_shrinkage(x)
+        out = (1.0 - alpha) * emp + alpha * mu * jnp.eye(p, dtype=x.dtype)
+    return out * (m * m)
 
 
 def _validate(method, shrinkage):
@@ -75,7 +98,18 @@ def _validate(method, shrinkage):
                 f"shrinkage={shrinkage!r} is only used with method='ledoit_wolf', "
                 f"got method={method!r}."
             )
+        check_real_scalar("shrinkage", shrinkage)
         check_range("shrinkage", shrinkage, 0.0, 1.0)
+
+
+def _check_samples(name, n_chan, n_times, per=""):
+    if n_chan == 0:
+        raise ValueError(f"{name} has 0 channels.")
+    if n_times < 2:
+        raise ValueError(
+            f"{name} has {n_times} time sample(s){per}: a covariance needs at least "
+            "2 (the mean is removed; 1 sample gives an all-zero covariance, 0 a NaN one)."
+        )
 
 
 def compute_covariance(
@@ -104,10 +138,12 @@ def compute_covariance(
         ``data`` (n_chan, n_chan) in V², ``nfree = n_times``.
     """
     _validate(method, shrinkage)
+    check_array("data", data)
     check_finite("data", data)
     data = jnp.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"data must be 2-D (n_chan, n_times), got shape {data.shape}.")
+    _check_samples("data", data.shape[0], data.shape[1])
     x = data.T
     x = x - jnp.mean(x, axis=0, keepdims=True)
     alpha = jnp.asarray(0.0 if shrinkage is None else shrinkage, dtype=x.dtype)
@@ -139,12 +175,16 @@ def compute_covariance_epochs(
         ``nfree = n_epochs * n_times``.
     """
     _validate(method, shrinkage)
+    check_array("epochs", epochs)
     check_finite("epochs", epochs)
     epochs = jnp.asarray(epochs)
     if epochs.ndim != 3:
         raise ValueError(
             f"epochs must be 3-D (n_epochs, n_chan, n_times), got shape {epochs.shape}."
         )
+    if epochs.shape[0] == 0:
+        raise ValueError("epochs has 0 epochs: a covariance needs at least one.")
+    _check_samples("epochs", epochs.shape[1], epochs.shape[2], " per epoch")
     x = epochs - jnp.mean(epochs, axis=2, keepdims=True)
     x = jnp.transpose(x, (0, 2, 1)).reshape(-1, epochs.shape[1])
     alpha = jnp.asarray(0.0 if shrinkage is None else shrinkage, dtype=x.dtype)

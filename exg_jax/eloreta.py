@@ -22,6 +22,8 @@ Public API
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import warnings
 from functools import partial
 from typing import NamedTuple
@@ -29,9 +31,20 @@ from typing import NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._validate import check_finite, check_positive, is_concrete
+from ._numerics import scale_of
+from ._validate import (
+    as_int,
+    check_array,
+    check_finite,
+    check_lambda2,
+    check_shape,
+    check_type,
+    is_concrete,
+    lambda2_error_if,
+)
 
 __all__ = [
     "EloretaOptions",
@@ -40,6 +53,24 @@ __all__ = [
     "eloreta_weights",
     "warn_if_not_converged",
 ]
+
+
+def _to_float(x):
+    """NumPy / Python reals to ``float`` (static fields hash alike); else unchanged."""
+    if isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_):
+        return float(x)
+    return x
+
+
+def _to_int(x):
+    """NumPy / Python integers to ``int``; anything else unchanged (checked later)."""
+    if isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_):
+        return int(x)
+    return x
+
+
+def _to_bool(x):
+    return bool(x) if isinstance(x, np.bool_) else x
 
 
 class EloretaOptions(eqx.Module):
@@ -57,28 +88,40 @@ class EloretaOptions(eqx.Module):
         weight matrix per source (independent orientation weights, the
         reference eLORETA). ``True``: one scalar weight per source, shared by
         its three orientations.
+    throw : bool
+        What happens when the fit has not converged after ``max_iter``
+        iterations (as ``throw`` in optimistix). True (default): an error —
+        on the eager path a ``RuntimeError`` with the iteration count and the
+        final change, under ``jit`` / ``vmap`` / ``grad`` an ``eqx.error_if``
+        in the compiled kernel (a ``RuntimeError`` subclass when the program
+        runs). False: the result is returned with ``status.converged`` False
+        (and, on the eager path, a ``RuntimeWarning``).
 
     Notes
     -----
     Same meanings and defaults as the ``method_params`` of
-    ``mne.minimum_norm.apply_inverse(..., method="eLORETA")``.
+    ``mne.minimum_norm.apply_inverse(..., method="eLORETA")`` (which only
+    warns on non-convergence: pass ``throw=False`` for that behaviour).
+    NumPy scalars are accepted (stored as Python ``float`` / ``int``).
     """
 
-    eps: float = eqx.field(static=True, default=1e-6)
-    max_iter: int = eqx.field(static=True, default=20)
-    force_equal: bool | None = eqx.field(static=True, default=None)
+    eps: float = eqx.field(static=True, default=1e-6, converter=_to_float)
+    max_iter: int = eqx.field(static=True, default=20, converter=_to_int)
+    force_equal: bool | None = eqx.field(static=True, default=None, converter=_to_bool)
+    throw: bool = eqx.field(static=True, default=True, converter=_to_bool)
 
     def __check_init__(self):
-        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
-            raise ValueError(f"eps must be a positive number, got {self.eps!r}.")
-        if not (isinstance(self.max_iter, int) and self.max_iter >= 1):
-            raise ValueError(
-                f"max_iter must be an integer >= 1, got {self.max_iter!r}."
-            )
-        if self.force_equal not in (None, True, False):
-            raise ValueError(
+        if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real):
+            raise TypeError(f"eps must be a real number, got {self.eps!r}.")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ValueError(f"eps must be finite and > 0, got {self.eps!r}.")
+        as_int("max_iter", self.max_iter, minimum=1)
+        if not (self.force_equal is None or isinstance(self.force_equal, bool)):
+            raise TypeError(
                 f"force_equal must be None, True or False, got {self.force_equal!r}."
             )
+        if not isinstance(self.throw, bool):
+            raise TypeError(f"throw must be True or False, got {self.throw!r}.")
 
 
 class EloretaStatus(eqx.Module):
@@ -363,8 +406,13 @@ def _solve_weights(gain, source_std, lambda2, cfg):
     """
     lambda2 = jnp.asarray(lambda2, gain.dtype)
     r_prior = _prior_weights(source_std, cfg)
+    # Fit on gain / c (c = max |gain|, a constant): the whitened gain is ≈ 1e8
+    # and more in SI units and its Gram blocks overflow float32. The fixed
+    # point is invariant to the scale of the gain; R scales as 1 / c².
+    c = scale_of(gain)
+    gain = gain / c
     r, n_iter, delta = _fixed_point(cfg, gain * source_std, r_prior, lambda2)
-    r = _normalize(gain, r, cfg)
+    r = _normalize(gain, r, cfg) / (c * c)
     delta = jax.lax.stop_gradient(delta)
     status = EloretaStatus(n_iter=n_iter, delta=delta, converged=delta < cfg.eps)
     return r, status
@@ -387,8 +435,11 @@ def _times_r_sqrt(other, r_sqrt, cfg):
 
 @partial(jax.jit, static_argnames=("n_orient", "n_nzero", "options"))
 def _weights_kernel(gain, source_std, lambda2, *, n_orient, n_nzero, options):
+    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
     cfg = _make_config(n_orient, n_nzero, options)
-    return _solve_weights(gain, source_std, lambda2, cfg)
+    return _throw_if_not_converged(
+        _solve_weights(gain, source_std, lambda2, cfg), options
+    )
 
 
 def eloreta_weights(
@@ -427,6 +478,12 @@ def eloreta_weights(
         independent orientation weights.
     status : EloretaStatus
 
+    Raises
+    ------
+    RuntimeError
+        When the fit does not converge and ``options.throw`` is True (the
+        default); see :class:`EloretaOptions`.
+
     Notes
     -----
     Equivalent to the weight fit in MNE-Python's
@@ -441,39 +498,111 @@ def eloreta_weights(
     point), then ``θ̄ = (∂F/∂θ)ᵀ w``.
     """
     options = EloretaOptions() if options is None else options
+    check_type("options", options, EloretaOptions, "an EloretaOptions or None")
+    n_orient = as_int("n_orient", n_orient)
     if n_orient not in (1, 3):
         raise ValueError(f"n_orient must be 1 or 3, got {n_orient!r}.")
+    check_array("gain", gain)
     gain = jnp.asarray(gain)
     if gain.ndim != 2 or gain.shape[1] % n_orient:
         raise ValueError(
             f"gain must have shape (n_chan, n_src * {n_orient}), got {gain.shape}."
         )
+    if gain.size == 0:
+        raise ValueError(
+            f"gain is empty (shape {gain.shape}): it needs >= 1 channel and >= 1 source."
+        )
     check_finite("gain", gain)
-    check_positive("lambda2", lambda2)
+    check_lambda2(lambda2, gain.dtype)
     if source_std is None:
         source_std = jnp.ones(gain.shape[1], gain.dtype)
-    n_nzero = gain.shape[0] if n_nzero is None else int(n_nzero)
+    else:
+        check_array("source_std", source_std)
+        check_shape("source_std", source_std, (gain.shape[1],))
+        check_finite("source_std", source_std)
+    n_nzero = as_int("n_nzero", n_nzero, allow_none=True)
+    n_nzero = gain.shape[0] if n_nzero is None else n_nzero
     if not 1 <= n_nzero <= gain.shape[0]:
         raise ValueError(f"n_nzero must lie in [1, {gain.shape[0]}], got {n_nzero}.")
+    source_std = jnp.asarray(source_std, gain.dtype)
     r, status = _weights_kernel(
         gain,
-        jnp.asarray(source_std, gain.dtype),
+        source_std,
         lambda2,
         n_orient=n_orient,
         n_nzero=n_nzero,
-        options=options,
+        options=_kernel_options(options, is_concrete(gain, source_std, lambda2)),
     )
-    warn_if_not_converged(status, options)
+    check_converged(status, options)
     return r, status
+
+
+def _kernel_options(options, concrete):
+    """Options for the compiled kernel: ``throw=False`` on the eager path.
+
+    Eagerly (``concrete``) the convergence is checked afterwards in Python by
+    :func:`check_converged`, which can report the iteration count and the
+    final change; under tracing the kernel's ``eqx.error_if`` does it.
+    """
+    options = EloretaOptions() if options is None else options
+    if concrete and options.throw:
+        return dataclasses.replace(options, throw=False)
+    return options
+
+
+def _advice(options):
+    return (
+        f"Increase max_iter (now {options.max_iter}) or eps (now {options.eps:g}), "
+        "or pass EloretaOptions(throw=False) to get the result with "
+        "status.converged=False."
+    )
+
+
+def _throw_if_not_converged(out, options):
+    """``eqx.error_if`` on ``(result, status)`` when ``options.throw`` (traced path)."""
+    if not options.throw:
+        return out
+    status = out[1]
+    return eqx.error_if(
+        out,
+        ~status.converged,
+        "eLORETA weight fitting did not converge within max_iter="
+        f"{options.max_iter} iterations to eps={options.eps:g} (or produced NaN). "
+        + _advice(options),
+    )
+
+
+def check_converged(status: EloretaStatus, options: EloretaOptions) -> None:
+    """Eager check of a concrete ``status``: raise (``options.throw``) or warn.
+
+    ``RuntimeError`` naming the iterations, ``max_iter`` and ``eps`` when
+    ``options.throw`` is True; a ``RuntimeWarning`` otherwise. Traced statuses
+    are left to the kernel's ``eqx.error_if``.
+    """
+    if not is_concrete(status.converged):
+        return
+    if bool(np.all(np.asarray(status.converged))):
+        return
+    if not options.throw:
+        warn_if_not_converged(status, options)
+        return
+    n_iter = int(np.max(np.asarray(status.n_iter)))
+    delta = float(np.max(np.asarray(status.delta)))
+    raise RuntimeError(
+        f"eLORETA weight fitting did not converge in {n_iter} iterations "
+        f"(max_iter={options.max_iter}; relative change of the weights "
+        f"{delta:.3g} >= eps={options.eps:g}). " + _advice(options)
+    )
 
 
 def warn_if_not_converged(status: EloretaStatus, options: EloretaOptions) -> None:
     """Emit a ``RuntimeWarning`` when a concrete ``status`` reports no convergence."""
-    if is_concrete(status.converged) and not bool(status.converged):
+    if is_concrete(status.converged) and not bool(np.all(status.converged)):
         warnings.warn(
-            f"eLORETA weight fitting did not converge in {int(status.n_iter)} "
-            f"iterations (relative change {float(status.delta):.3g} >= eps="
-            f"{options.eps:.3g}); increase max_iter.",
+            f"eLORETA weight fitting did not converge in "
+            f"{int(np.max(status.n_iter))} iterations (relative change "
+            f"{float(np.max(status.delta)):.3g} >= eps={options.eps:.3g}); "
+            "increase max_iter.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -503,9 +632,16 @@ def _svd_wide(a):
 def _eloreta_operator(inv, lambda2, options):
     cfg = _make_config(inv.n_orient, inv.rank, options)
     dtype = inv.eigen_leads.dtype
-    # Whitened gain from the SVD, undoing the source covariance weighting.
+    # Whitened gain from the SVD, undoing the source covariance weighting, in
+    # units of 1/sigma (sigma = max source std, a constant): the whitened gain
+    # itself reaches 1e10 and beyond in SI units and its squares (the Gram
+    # blocks) overflow float32. The fixed point is invariant to a scale of the
+    # gain (R is renormalised to trace(G R Gᵀ) = rank), so fitting on
+    # ``gain_n = sigma · gain`` gives R_n = R · sigma²; below, G R^½ = gain_n R_n^½
+    # and V R^½ = sigma · V R_n^½.
+    sigma = scale_of(inv.source_std)
     gain = (inv.eigen_fields.T * inv.sing) @ inv.eigen_leads.T
-    gain = gain / jnp.sqrt(inv.source_cov)
+    gain = gain / (inv.source_std / sigma)
     if inv.orient_prior is None:
         source_std = jnp.ones(gain.shape[1], dtype)
     else:
@@ -515,19 +651,24 @@ def _eloreta_operator(inv, lambda2, options):
     r_sqrt = _weights_sqrt(r, cfg)
     a = _times_r_sqrt(gain, r_sqrt, cfg)
     u, sing, vt = _svd_wide(a)
-    eigen_leads = _times_r_sqrt(vt, r_sqrt, cfg).T
+    eigen_leads = _times_r_sqrt(vt, r_sqrt, cfg).T * sigma
     new = dataclasses.replace(
         inv,
         eigen_fields=u.T,
         sing=sing,
         eigen_leads=eigen_leads,
-        source_cov=jnp.ones_like(inv.source_cov),
+        source_std=jnp.ones_like(inv.source_std),
         eigen_leads_weighted=True,
     )
     return new, status
 
 
-_eloreta_operator_jit = eqx.filter_jit(_eloreta_operator)
+def _eloreta_operator_checked(inv, lambda2, options):
+    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
+    return _throw_if_not_converged(_eloreta_operator(inv, lambda2, options), options)
+
+
+_eloreta_operator_jit = eqx.filter_jit(_eloreta_operator_checked)
 
 
 def eloreta_inverse_operator(inv, lambda2, options: EloretaOptions | None = None):
@@ -550,10 +691,16 @@ def eloreta_inverse_operator(inv, lambda2, options: EloretaOptions | None = None
         Copy of ``inv`` with ``eigen_leads = R^1/2 V`` (``eigen_leads_weighted``
         True), ``sing`` and ``eigen_fields`` from the SVD of ``G R^1/2``
         (``G`` the whitened gain with orientation prior removed) and
-        ``source_cov`` all ones.
+        ``source_std`` (and so ``source_cov``) all ones.
     status : EloretaStatus
-        Iterations used, final relative change, converged flag. On the eager
-        path a ``RuntimeWarning`` is also emitted when the fit did not converge.
+        Iterations used, final relative change, converged flag.
+
+    Raises
+    ------
+    RuntimeError
+        When the fit does not converge and ``options.throw`` is True (the
+        default); with ``throw=False`` the status says so instead (and the
+        eager path emits a ``RuntimeWarning``).
 
     Notes
     -----
@@ -562,20 +709,23 @@ def eloreta_inverse_operator(inv, lambda2, options: EloretaOptions | None = None
     (``_compute_eloreta``), without mutating the input. See
     ``eloreta_weights`` for the iteration and its implicit gradient.
     """
+    from .inverse import InverseOperator
+
     options = EloretaOptions() if options is None else options
-    if not isinstance(options, EloretaOptions):
-        raise ValueError(
-            f"options must be an EloretaOptions, got {type(options).__name__}."
-        )
+    check_type("options", options, EloretaOptions, "an EloretaOptions or None")
+    check_type(
+        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
+    )
     if inv.eigen_leads_weighted:
         raise ValueError(
             "eLORETA needs an operator with unweighted eigen leads "
             "(eigen_leads_weighted=True was given: eLORETA was already applied)."
         )
-    check_positive("lambda2", lambda2)
-    check_finite("lambda2", lambda2)
+    check_lambda2(lambda2, inv.sing.dtype)
     if not isinstance(lambda2, jax.Array):
         lambda2 = jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
-    new, status = _eloreta_operator_jit(inv, lambda2, options)
-    warn_if_not_converged(status, options)
+    new, status = _eloreta_operator_jit(
+        inv, lambda2, _kernel_options(options, is_concrete(inv, lambda2))
+    )
+    check_converged(status, options)
     return new, status

@@ -167,41 +167,51 @@ def _inv_sqrt_fn(w, tol):
     return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, w, 1.0)), 0.0)
 
 
-def _sqrt_deriv(w, tol):
-    ok = w > tol
-    return jnp.where(ok, 0.5 / jnp.sqrt(jnp.where(ok, w, 1.0)), 0.0)
+def _sqrt_dd(ri, rj):
+    """(√a − √b) / (a − b) = 1 / (√a + √b), from the roots ``ri``, ``rj``."""
+    return 1.0 / (ri + rj)
 
 
-def _inv_sqrt_deriv(w, tol):
-    ok = w > tol
-    wc = jnp.where(ok, w, 1.0)
-    return jnp.where(ok, -0.5 / (wc * jnp.sqrt(wc)), 0.0)
+def _inv_sqrt_dd(ri, rj):
+    """(1/√a − 1/√b) / (a − b) = −1 / (√a √b (√a + √b))."""
+    return -1.0 / (ri * rj * (ri + rj))
 
 
-def _make_sym_fn(fn, dfn):
+def _make_sym_fn(fn, dd):
+    """``A ↦ V f(w) Vᵀ`` for f = √ or 1/√ with a Daleckii–Krein derivative.
+
+    The divided differences ``(f(wᵢ) − f(wⱼ)) / (wᵢ − wⱼ)`` are evaluated in
+    the cancellation-free closed forms ``dd`` of the square roots, so they are
+    accurate for equal or nearly equal eigenvalues without any tie tolerance
+    (in float32 the eigenvalues of a multiple of I come out ≈ 1e-6 apart,
+    and a plain difference quotient of them is noise). A dropped eigenvalue
+    (≤ ``10 ε max|w|``) has f = 0; pairs of two dropped ones contribute
+    nothing.
+    """
+
+    def _tol(w, dtype):
+        return _rel_tol(dtype) * jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(dtype).tiny)
+
     @jax.custom_jvp
     def mat_fn(a):
         w, v = jnp.linalg.eigh(a)
-        tol = _rel_tol(a.dtype) * jnp.maximum(
-            jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny
-        )
-        return (v * fn(w, tol)[None, :]) @ v.T
+        return (v * fn(w, _tol(w, a.dtype))[None, :]) @ v.T
 
     @mat_fn.defjvp
     def mat_fn_jvp(primals, tangents):
         (a,), (da,) = primals, tangents
         w, v = jnp.linalg.eigh(a)
-        tol = _rel_tol(a.dtype) * jnp.maximum(
-            jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny
-        )
+        tol = _tol(w, a.dtype)
         fw = fn(w, tol)
+        keep = w > tol
+        root = jnp.sqrt(jnp.where(keep, w, 1.0))
+        both = keep[:, None] & keep[None, :]
+        # one kept, one dropped (f = 0 there): the plain quotient, no cancellation
         dw = w[:, None] - w[None, :]
-        close = jnp.abs(dw) <= tol
-        # divided differences; f'(w_i) on (near-)ties, including the diagonal
+        mixed = (keep[:, None] != keep[None, :]) & (dw != 0)
+        quot = (fw[:, None] - fw[None, :]) / jnp.where(mixed, dw, 1.0)
         g = jnp.where(
-            close,
-            dfn(w, tol)[:, None],
-            (fw[:, None] - fw[None, :]) / jnp.where(close, 1.0, dw),
+            both, dd(root[:, None], root[None, :]), jnp.where(mixed, quot, 0.0)
         )
         da = 0.5 * (da + da.T)
         out = (v * fw[None, :]) @ v.T
@@ -210,8 +220,8 @@ def _make_sym_fn(fn, dfn):
     return mat_fn
 
 
-_sqrtm_one = _make_sym_fn(_sqrt_fn, _sqrt_deriv)
-_inv_sqrtm_one = _make_sym_fn(_inv_sqrt_fn, _inv_sqrt_deriv)
+_sqrtm_one = _make_sym_fn(_sqrt_fn, _sqrt_dd)
+_inv_sqrtm_one = _make_sym_fn(_inv_sqrt_fn, _inv_sqrt_dd)
 
 
 def sqrtm_sym(a: Float[Array, "... n n"]) -> Float[Array, "... n n"]:
@@ -263,6 +273,12 @@ def _whitener_kernel(cov, proj, rank):
         q = None
         c = cov
     c = 0.5 * (c + c.T)
+    # Decompose C / s (s = max |diag C|, a constant for differentiation): in
+    # V² the eigenvalues are 1e-12 down to 1e-32 and the derivative of C^-1/2
+    # (∝ w^-3/2) leaves float32's range. W = (C/s)^-1/2 / √s exactly.
+    s = jax.lax.stop_gradient(jnp.max(jnp.abs(jnp.diagonal(c))))
+    s = jnp.where(s == 0, 1, s)
+    c = c / s
     w, v = eigh_sorted(c)
     if rank == c.shape[0]:
         # symmetric C^-1/2: exact derivative even for repeated eigenvalues
@@ -272,9 +288,10 @@ def _whitener_kernel(cov, proj, rank):
         pos = w > 0
         inv_sd = jnp.where(pos, 1.0 / jnp.sqrt(jnp.where(pos, w, 1.0)), 0.0)
         white = inv_sd[:, None] * v.T
+    white = white / jnp.sqrt(s)
     if q is not None:
         white = white @ q.T
-    return white, w
+    return white, w * s
 
 
 def compute_whitener(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_option, check_positive
+from ._validate import check_option, check_real_scalar
 
 __all__ = ["standard_montage", "MONTAGES"]
 
@@ -109,7 +109,8 @@ def standard_montage(
         T7/T8/P7/P8 names). ``"standard_1010"``: 69 electrodes of the 10-10
         system from the AF row to the PO row.
     radius : float, m
-        Radius of the sphere the electrodes are placed on (the scalp).
+        Radius of the sphere the electrodes are placed on (the scalp); a
+        finite number > 0 (NumPy scalars accepted).
     center : array_like, shape (3,), m
         Sphere centre in head coordinates (x right, y nose, z up).
 
@@ -118,6 +119,14 @@ def standard_montage(
     names : list of str, length n_elec
     pos : ndarray, shape (n_elec, 3), m
         Electrode positions on the sphere.
+
+    Raises
+    ------
+    TypeError
+        ``kind`` not a string, ``radius`` not a real scalar, ``center`` not numeric.
+    ValueError
+        Unknown ``kind`` (the message lists the options), ``radius`` not finite
+        or <= 0, ``center`` not 3 finite numbers.
 
     Notes
     -----
@@ -133,9 +142,22 @@ def standard_montage(
     >>> len(names), pos.shape
     (21, (21, 3))
     """
+    if not isinstance(kind, str):
+        raise TypeError(
+            f"kind must be a str, one of {', '.join(MONTAGES)}; got {type(kind).__name__}."
+        )
     check_option("kind", kind, MONTAGES)
-    check_positive("radius", radius)
-    center = np.asarray(center, dtype=float)
+    check_real_scalar("radius", radius)
+    r = float(np.asarray(radius))
+    if not (np.isfinite(r) and r > 0):
+        raise ValueError(f"radius must be a finite number > 0 (m), got {radius!r}.")
+    radius = r
+    if isinstance(center, str | bytes) or center is None:
+        raise TypeError(f"center must be 3 numbers, got {type(center).__name__}.")
+    try:
+        center = np.array(center, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"center must be 3 numbers, got {center!r}.") from err
     if center.shape != (3,) or not np.all(np.isfinite(center)):
         raise ValueError(f"center must be 3 finite numbers, got {center!r}.")
     allpos = _all_1010()

@@ -28,7 +28,20 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from ._validate import check_finite, check_option, check_positive, check_range
+from ._numerics import safe_norm, scale_of
+from ._validate import (
+    as_int,
+    check_array,
+    check_finite,
+    check_lambda2,
+    check_not_mne,
+    check_option,
+    check_range,
+    check_real_scalar,
+    check_type,
+    is_concrete,
+    lambda2_error_if,
+)
 
 __all__ = [
     "ResolutionOperator",
@@ -76,6 +89,11 @@ class ResolutionOperator(eqx.Module):
             raise ValueError(
                 f"kernel and gain must be 2-D, got shapes {self.kernel.shape}, {self.gain.shape}."
             )
+        if self.kernel.size == 0 or self.gain.size == 0:
+            raise ValueError(
+                f"kernel and gain must not be empty (0 sources or 0 channels), got "
+                f"shapes {self.kernel.shape}, {self.gain.shape}."
+            )
         if self.kernel.shape[1] != self.gain.shape[0]:
             raise ValueError(
                 f"kernel has {self.kernel.shape[1]} channels but gain has {self.gain.shape[0]}."
@@ -109,6 +127,8 @@ def _n_orient_of(R) -> int:
     if isinstance(R, ResolutionOperator):
         return R.n_orient
     n_rows, n_cols = R.shape
+    if n_rows == 0 or n_cols == 0:
+        raise ValueError(f"R (the resolution matrix) is empty: shape {R.shape}.")
     if n_rows < n_cols or n_rows % n_cols:
         raise ValueError(
             f"The resolution matrix must have shape (n_orient * n, n); got {R.shape} "
@@ -122,11 +142,13 @@ def _check_matrix(R):
         check_finite("kernel", R.kernel)
         check_finite("gain", R.gain)
         return R
+    check_not_mne("R", R, "a resolution matrix (array) or a ResolutionOperator")
+    check_array("R", R)
     R = jnp.asarray(R)
     if R.ndim != 2:
-        raise ValueError(f"The resolution matrix must be 2-D, got shape {R.shape}.")
-    check_finite("resmat", R)
+        raise ValueError(f"R (the resolution matrix) must be 2-D, got shape {R.shape}.")
     _n_orient_of(R)
+    check_finite("R", R)
     return R
 
 
@@ -136,18 +158,28 @@ def _combine_orient(A, n_orient: int):
         return A
     n = A.shape[0] // n_orient
     A3 = A.reshape(n, n_orient, A.shape[1])
-    return jnp.sqrt(jnp.sum(A3 * A3, axis=1))
+    # scale-free (R of dSPM / sLORETA is ≈ 1e9 and more in SI units), with a
+    # finite gradient at 0 and NaN propagated
+    return safe_norm(A3, axis=1)
 
 
 def _check_idx(idx, n: int):
+    if isinstance(idx, bool | np.bool_ | str | bytes) or idx is None:
+        raise TypeError(
+            f"idx must be an integer or a 1-D array of integers, got {idx!r}."
+        )
     arr = np.atleast_1d(np.asarray(idx))
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+    if arr.ndim == 1 and arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(
+            f"idx must be an integer or a 1-D array of integers, got dtype {arr.dtype}."
+        )
+    if arr.ndim != 1:
         raise ValueError(
             f"idx must be an integer or a 1-D array of integers, got {idx!r}."
         )
     if arr.size and (arr.min() < -n or arr.max() >= n):
         raise ValueError(f"idx must lie in [0, {n}), got {idx!r}.")
-    return jnp.asarray(arr % n if arr.size else arr)
+    return jnp.asarray(arr % n if arr.size else arr.astype(np.int32))
 
 
 # ---------------------------------------------------------------------------
@@ -171,26 +203,28 @@ def _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori):
 def _resolution_factors(
     inv, gain, src_nn, lambda2, method, eloreta, n_orient_fwd, fwd_ori
 ):
-    from .inverse import _assemble_kernel
+    from .inverse import _assemble_kernel_status
 
+    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
     pick_ori = "vector" if inv.n_orient == 3 else None
-    kern, noise_norm = _assemble_kernel(inv, lambda2, method, pick_ori, eloreta=eloreta)
+    kern, noise_norm, status = _assemble_kernel_status(
+        inv, lambda2, method, pick_ori, eloreta
+    )
     if noise_norm is not None:
         kern = kern * jnp.repeat(noise_norm, inv.n_orient)[:, None]
-    return kern, _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori)
+    return kern, _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori), status
 
 
 def _build_factors(inv, fwd, lambda2, method, eloreta, fwd_ori):
     from .forward import ForwardOperator
     from .inverse import InverseOperator
 
-    if not isinstance(inv, InverseOperator):
-        raise ValueError(f"inv must be an InverseOperator, got {type(inv).__name__}.")
-    if not isinstance(fwd, ForwardOperator):
-        raise ValueError(f"fwd must be a ForwardOperator, got {type(fwd).__name__}.")
+    check_type(
+        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
+    )
+    check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
     check_option("method", method, _METHODS)
     check_option("fwd_ori", fwd_ori, _FWD_ORIS)
-    check_positive("lambda2", lambda2)
     if fwd.n_chan != inv.n_chan:
         raise ValueError(
             f"fwd has {fwd.n_chan} channels but inv has {inv.n_chan}; they must match."
@@ -201,24 +235,28 @@ def _build_factors(inv, fwd, lambda2, method, eloreta, fwd_ori):
         raise ValueError(
             "fwd_ori='normal' needs source normals (fwd.src_nn is None); pass fwd_ori='free'."
         )
-    if method == "eLORETA" and eloreta is not None:
+    if eloreta is not None:
         from .eloreta import EloretaOptions
 
-        if not isinstance(eloreta, EloretaOptions):
-            raise ValueError(
-                f"eloreta must be an EloretaOptions, got {type(eloreta).__name__}."
-            )
+        check_type("eloreta", eloreta, EloretaOptions, "an EloretaOptions or None")
     dtype = jnp.result_type(inv.eigen_leads.dtype, fwd.gain.dtype)
-    return _resolution_factors(
-        inv,
-        jnp.asarray(fwd.gain, dtype),
-        None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype),
-        jnp.asarray(lambda2, dtype),
-        method,
-        eloreta if method == "eLORETA" else None,
-        fwd.n_orient,
-        fwd_ori,
+    check_lambda2(lambda2, dtype)
+    gain = jnp.asarray(fwd.gain, dtype)
+    src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype)
+    lam = jnp.asarray(lambda2, dtype)
+    opts = None
+    if method == "eLORETA":
+        from .eloreta import _kernel_options
+
+        opts = _kernel_options(eloreta, is_concrete(inv, gain, lam))
+    kern, cols, status = _resolution_factors(
+        inv, gain, src_nn, lam, method, opts, fwd.n_orient, fwd_ori
     )
+    if status is not None:
+        from .eloreta import EloretaOptions, check_converged
+
+        check_converged(status, eloreta if eloreta is not None else EloretaOptions())
+    return kern, cols
 
 
 def make_resolution_operator(
@@ -241,7 +279,8 @@ def make_resolution_operator(
     method : {"MNE", "dSPM", "sLORETA", "eLORETA"}
     eloreta : EloretaOptions or None
         Solver settings for ``method="eLORETA"`` (default ``EloretaOptions()``).
-        The eLORETA weights are fitted for this ``lambda2``.
+        The eLORETA weights are fitted for this ``lambda2``; non-convergence
+        raises a ``RuntimeError`` unless ``throw=False`` (then a warning).
     fwd_ori : {"normal", "free"}
         How a free forward is used (ignored for a fixed one).
 
@@ -437,7 +476,10 @@ def _column_stats(A, j, pos, threshold, wanted):
     pp = jnp.sum(pos * pos, axis=1)
     if "sd_ext" in need:
         # sum_i |p_i - p_j|² a_ij² = pp·a² + |p_j|² Σa² - 2 p_j·(posᵀ a²): matmuls only.
-        a2 = a * a
+        # on |A| / max |A| per column (the extent is scale-invariant; the
+        # squares of unscaled dSPM values leave float32's range)
+        an = a / scale_of(a, axis=0, keepdims=True)
+        a2 = an * an
         s2 = jnp.sum(a2, axis=0)
         num = (
             pp @ a2
@@ -497,10 +539,8 @@ def _block_getter(R, function, n_orient, b):
                     R.kernel, start * n_orient, b * n_orient, axis=0
                 )
                 rows = k @ R.gain
-            n = rows.shape[1]
             if n_orient > 1:
-                r3 = rows.reshape(b, n_orient, n)
-                rows = jnp.sqrt(jnp.sum(r3 * r3, axis=1))
+                rows = _combine_orient(rows, n_orient)
             return rows.T
 
     return get
@@ -554,13 +594,14 @@ def _stats(R, src_pos, function, threshold, block_size, wanted):
             (n, 3), dtype=(R.kernel if isinstance(R, ResolutionOperator) else R).dtype
         )
     else:
+        check_array("src_pos", src_pos)
         pos = jnp.asarray(src_pos)
         if pos.shape != (n, 3):
             raise ValueError(f"src_pos must have shape ({n}, 3), got {pos.shape}.")
         check_finite("src_pos", pos)
+    check_real_scalar("threshold", threshold)
     check_range("threshold", threshold, 0.0, 1.0)
-    if int(block_size) < 1:
-        raise ValueError(f"block_size must be >= 1, got {block_size!r}.")
+    block_size = as_int("block_size", block_size, minimum=1)
     return _all_stats(
         R,
         pos,
@@ -568,7 +609,7 @@ def _stats(R, src_pos, function, threshold, block_size, wanted):
         function=function,
         n_orient=n_orient,
         # Normalised so that equivalent calls share one compilation.
-        block_size=min(int(block_size), n),
+        block_size=min(block_size, n),
         wanted=tuple(sorted(set(wanted))),
     )
 
@@ -712,9 +753,19 @@ def resolution_metrics(
     functions (``jax.lax.map``); ``peak_amp`` and ``sum_amp`` are normalised
     after the pass.
     """
-    metrics = (metric,) if isinstance(metric, str) else tuple(metric)
+    if isinstance(metric, str):
+        metrics = (metric,)
+    else:
+        try:
+            metrics = tuple(metric)
+        except TypeError:
+            raise TypeError(
+                f"metric must be a str or a sequence of str, got {metric!r}."
+            ) from None
     for m in metrics:
         check_option("metric", m, METRICS)
+    if not isinstance(mne_compat, bool | np.bool_):
+        raise TypeError(f"mne_compat must be True or False, got {mne_compat!r}.")
     if src_pos is None:
         raise ValueError("src_pos is required (shape (n, 3)).")
     key = {"maxrad_ext": "maxrad_ext_mne"} if mne_compat else {}

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
 import equinox as eqx
@@ -22,7 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ._validate import check_finite, check_positive, is_concrete
+from ._validate import (
+    check_array,
+    check_finite,
+    check_positive_finite_scalar,
+    check_type,
+    is_concrete,
+)
 
 __all__ = ["estimate_snr", "SnrStatus"]
 
@@ -103,6 +110,8 @@ def _snr_kernel(data, whitener, eigen_fields, sing, nave, *, rank):
     snr_est = jnp.where(
         jnp.isinf(lam), 0, 1 / jnp.sqrt(jnp.where(jnp.isinf(lam), 1, lam))
     )
+    # NaN in (data or operator) gives NaN out, not "SNR 0"
+    snr_est = jnp.where(jnp.isnan(snr2), snr2, snr_est)
     status = SnrStatus(iterations=it, converged=~jnp.any(remaining))
     return jnp.sqrt(snr2), snr_est, status
 
@@ -153,6 +162,18 @@ def estimate_snr(
     The χ² quantile is computed in JAX by bisection on the regularised upper
     incomplete gamma function (no SciPy at run time).
     """
+    from .inverse import InverseOperator
+
+    if isinstance(inv, str | bytes | os.PathLike):
+        raise TypeError(
+            f"inv must be an InverseOperator, got the path {inv!r}: reading "
+            "inverse operators from files is not supported; build one with "
+            "make_inverse_operator and pass it."
+        )
+    check_type(
+        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
+    )
+    check_array("data", data)
     data = jnp.asarray(data)
     if data.ndim != 2:
         raise ValueError(f"data must have shape (n_chan, n_times), got {data.shape}.")
@@ -162,11 +183,20 @@ def estimate_snr(
             f"data has {data.shape[0]} channels but the inverse operator has {n_chan}."
         )
     check_finite("data", data)
-    check_positive("nave", nave)
+    if not isinstance(return_status, bool | np.bool_):
+        raise TypeError(f"return_status must be True or False, got {return_status!r}.")
     rank = int(inv.rank)
     if rank < 1:
         raise ValueError(f"inv.rank must be >= 1, got {rank}.")
     dtype = jnp.result_type(data.dtype, inv.whitener.dtype)
+    check_positive_finite_scalar("nave", nave, dtype)
+    if not is_concrete(nave):
+        # the check that survives jit / vmap: nave <= 0 would give SNR 0 or NaN
+        nave = eqx.error_if(
+            jnp.asarray(nave),
+            ~(jnp.isfinite(nave) & (nave > 0)),
+            "nave must be finite and > 0; a traced nave (under jit / vmap) was not.",
+        )
     snr, snr_est, status = _snr_kernel(
         data.astype(dtype),
         inv.whitener.astype(dtype),

@@ -12,7 +12,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import check_finite, check_shape
+from ._validate import as_int, check_finite, check_real_scalar, check_shape
 
 __all__ = ["ico_n_vertices", "ico_source_space", "grid_source_space"]
 
@@ -36,9 +36,9 @@ def ico_n_vertices(n: int) -> int:
 
 
 def _check_level(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ValueError(f"n must be a non-negative integer, got {n!r}.")
-    n = int(n)
+    """Python int in [0, 7]: ``TypeError`` for a non-integer (NumPy integers are
+    accepted), ``ValueError`` out of range."""
+    n = as_int("n", n)
     if n < 0 or n > 7:
         raise ValueError(
             f"n must lie in [0, 7] (0 -> 12 ... 7 -> 163842 vertices), got {n}."
@@ -46,14 +46,27 @@ def _check_level(n) -> int:
     return n
 
 
+def _positive_scalar(name, x) -> float:
+    """Finite real scalar > 0: ``TypeError`` for a non-number (str, bool, None),
+    ``ValueError`` for an array of shape != (), NaN, Inf or <= 0."""
+    check_real_scalar(name, x)
+    v = float(np.asarray(x))
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite scalar > 0 (m), got {x!r}.")
+    return v
+
+
 def _check_radius_center(radius, center):
-    radius_arr = np.asarray(radius, dtype=float)
-    if radius_arr.ndim != 0 or not np.isfinite(radius_arr) or radius_arr <= 0:
-        raise ValueError(f"radius must be a finite scalar > 0 (m), got {radius!r}.")
-    center_arr = np.asarray(center, dtype=float)
+    radius_arr = _positive_scalar("radius", radius)
+    if isinstance(center, str | bytes) or center is None:
+        raise TypeError(f"center must be 3 numbers, got {type(center).__name__}.")
+    try:
+        center_arr = np.array(center, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"center must be 3 numbers, got {center!r}.") from err
     check_shape("center", center_arr, (3,))
     check_finite("center", center_arr)
-    return float(radius_arr), center_arr
+    return radius_arr, center_arr
 
 
 def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
@@ -179,11 +192,8 @@ def grid_source_space(spacing, radius=0.06, center=(0.0, 0.0, 0.04)):
         point itself, where the radial direction is undefined, gets ``+z``
         ``(0, 0, 1)``.
     """
-    spacing_arr = np.asarray(spacing, dtype=float)
-    if spacing_arr.ndim != 0 or not np.isfinite(spacing_arr) or spacing_arr <= 0:
-        raise ValueError(f"spacing must be a finite scalar > 0 (m), got {spacing!r}.")
+    spacing = _positive_scalar("spacing", spacing)
     radius, center = _check_radius_center(radius, center)
-    spacing = float(spacing_arr)
     if spacing >= radius:
         raise ValueError(
             f"spacing ({spacing}) must be smaller than radius ({radius}) so that the "

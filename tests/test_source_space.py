@@ -82,9 +82,19 @@ def test_grid_excludes_boundary():
     assert np.all(dist < 0.02)
 
 
-@pytest.mark.parametrize("bad", [-1, 8, 1.5, "2", True, None])
-def test_ico_bad_level(bad):
-    with pytest.raises(ValueError, match="n must"):
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        (-1, ValueError),
+        (8, ValueError),
+        (1.5, TypeError),
+        ("2", TypeError),
+        (True, TypeError),
+        (None, TypeError),
+    ],
+)
+def test_ico_bad_level(bad, exc):
+    with pytest.raises(exc, match="n must"):
         ico_source_space(bad, 0.06, (0, 0, 0))
 
 
