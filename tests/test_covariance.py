@@ -21,13 +21,15 @@ def test_matches_sklearn(seed, n_ch, n_t):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n_ch, n_t)) * 1e-6 + rng.standard_normal((n_ch, 1)) * 1e-5
     emp = sk.empirical_covariance(x.T)
-    assert _rel(compute_covariance(x, "empirical").data, emp) <= 1e-10
+    # measured <= 8.6e-16 (float64 rounding); headroom for random shapes and scales
+    tol = 2e-14
+    assert _rel(compute_covariance(x, "empirical").data, emp) <= tol
     assert (
-        _rel(compute_covariance(x, "ledoit_wolf").data, sk.ledoit_wolf(x.T)[0]) <= 1e-10
+        _rel(compute_covariance(x, "ledoit_wolf").data, sk.ledoit_wolf(x.T)[0]) <= tol
     )
-    assert _rel(compute_covariance(x, "diagonal").data, np.diag(np.diag(emp))) <= 1e-10
+    assert _rel(compute_covariance(x, "diagonal").data, np.diag(np.diag(emp))) <= tol
     shr = sk.shrunk_covariance(emp, shrinkage=0.3)
-    assert _rel(compute_covariance(x, "ledoit_wolf", shrinkage=0.3).data, shr) <= 1e-10
+    assert _rel(compute_covariance(x, "ledoit_wolf", shrinkage=0.3).data, shr) <= tol
     assert compute_covariance(x).nfree == n_t
 
 
@@ -38,9 +40,10 @@ def test_epochs_pooling_matches_numpy_and_sklearn():
     pooled = np.concatenate(list(xc), axis=1)
     ref = pooled @ pooled.T / pooled.shape[1]
     got = compute_covariance_epochs(ep, "empirical")
-    assert _rel(got.data, ref) <= 1e-10 and got.nfree == 120
+    # measured 2.0e-16 and 0
+    assert _rel(got.data, ref) <= 1e-14 and got.nfree == 120
     lw = sk.ledoit_wolf(pooled.T, assume_centered=True)[0]
-    assert _rel(compute_covariance_epochs(ep).data, lw) <= 1e-10
+    assert _rel(compute_covariance_epochs(ep).data, lw) <= 1e-14
 
 
 def test_jit_vmap_grad_and_psd():
@@ -62,7 +65,7 @@ def test_jit_vmap_grad_and_psd():
     g = float(jax.grad(loss)(0.1))
     h = 1e-6
     fd = (float(loss(0.1 + h)) - float(loss(0.1 - h))) / (2 * h)
-    assert abs(g - fd) <= 1e-6 * abs(fd)
+    assert abs(g - fd) <= 1e-8 * abs(fd)  # measured 6.7e-11
 
 
 def test_bad_input():

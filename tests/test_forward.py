@@ -79,6 +79,14 @@ def mne_models():
 @pytest.mark.parametrize("montage", ["biosemi64", "easycap-M1"])
 @pytest.mark.parametrize("model", ["3shell", "mne4shell"])
 def test_mne_parity(montage, model, mne_models):
+    """Same (mu, lambda) as MNE -> same gain at float64 rounding.
+
+    MNE's own Berg-Scherg fit is a COBYLA run whose basin moves with the CPU's
+    BLAS kernels and the SciPy version, so our gain is compared with MNE's
+    using MNE's stored (mu, lambda), never our fit; our fit is judged against
+    the exact series in ``test_berg_scherg_vs_exact``.
+    Measured: <= 2.9e-15 (free and fixed).
+    """
     import mne
 
     mne_sphere, sphere = mne_models[model]
@@ -101,37 +109,32 @@ def test_mne_parity(montage, model, mne_models):
     g_mne = fwd["sol"]["data"]
     g_mne = g_mne - g_mne.mean(axis=0)
     scale = np.abs(g_mne).max()
+    bs = (mne_sphere["mu"], mne_sphere["lambda"])
 
-    own = make_sphere_forward_free(el, pos, sphere, src_nn=nn)
-    assert own.gain.shape == g_mne.shape == (len(el), 3 * len(pos))
-    err_own = np.abs(np.asarray(own.gain) - g_mne).max() / scale
-    assert err_own <= 1e-3, err_own
-
-    theirs = make_sphere_forward_free(
-        el, pos, sphere, berg_scherg=(mne_sphere["mu"], mne_sphere["lambda"])
-    )
+    theirs = make_sphere_forward_free(el, pos, sphere, berg_scherg=bs)
+    assert theirs.gain.shape == g_mne.shape == (len(el), 3 * len(pos))
     err_mne = np.abs(np.asarray(theirs.gain) - g_mne).max() / scale
-    assert err_mne <= 1e-9, err_mne
+    assert err_mne <= 3e-14, err_mne
 
     # Fixed orientation = free contracted with the normals.
-    fixed = make_sphere_forward(
-        el, pos, nn, sphere, berg_scherg=(mne_sphere["mu"], mne_sphere["lambda"])
-    )
+    fixed = make_sphere_forward(el, pos, nn, sphere, berg_scherg=bs)
     g_fix = np.einsum("esk,sk->es", g_mne.reshape(len(el), -1, 3), nn)
-    assert np.abs(np.asarray(fixed.gain) - g_fix).max() <= 1e-9 * scale
+    err_fix = np.abs(np.asarray(fixed.gain) - g_fix).max() / scale
+    assert err_fix <= 3e-14, err_fix
 
 
 @pytest.mark.parametrize("model", ["3shell", "mne4shell"])
-def test_berg_scherg_params_vs_mne(model, mne_models):
+def test_berg_scherg_dipole_term_matches_mne(model, mne_models):
+    """The dipole term sum(lambda) = f_1 / sigma_scalp is fixed exactly by both
+    fits (MNE sets lambda_0 = f_1 - sum(others)), whatever basin COBYLA lands in;
+    the fitted mu are judged against the exact series in test_sphere.py, not
+    against MNE's COBYLA mu. Measured: <= 7.2e-16 relative."""
     from exg_jax.sphere import berg_scherg_params
 
     mne_sphere, sphere = mne_models[model]
     fit = berg_scherg_params(sphere)
-    # MNE's COBYLA stops at rhoend = 1e-4 on a flat objective: mu agree loosely,
-    # the dipole term sum(lam) = f_1 / sigma_scalp exactly.
-    np.testing.assert_allclose(np.asarray(fit.mu), mne_sphere["mu"], atol=0.02)
     np.testing.assert_allclose(
-        float(jnp.sum(fit.lam)), mne_sphere["lambda"].sum(), rtol=1e-6
+        float(jnp.sum(fit.lam)), mne_sphere["lambda"].sum(), rtol=1e-14
     )
 
 
@@ -179,8 +182,9 @@ def test_single_shell_closed_form(radius, sigma, seed, method):
         _homogeneous_gain(jnp.asarray(src), jnp.asarray(el), jnp.asarray(center), sigma)
     )
     g = make_sphere_forward_free(el, src, sphere, reference=None, method=method).gain
+    # measured (these draws and 40 more): <= 8.4e-14 relative, <= 2.4e-14 of max |ref|
     np.testing.assert_allclose(
-        np.asarray(g), ref, rtol=1e-9, atol=1e-10 * np.abs(ref).max()
+        np.asarray(g), ref, rtol=1e-12, atol=1e-13 * np.abs(ref).max()
     )
     # A source at the centre (the centre point of a grid): the n = 1 term only,
     # V = 3 q.r / (4 pi sigma |r|^3).
@@ -237,9 +241,14 @@ def test_rotation_covariance(seed, method):
     )
 
 
-@pytest.mark.parametrize("model, tol", [("3shell", 3e-3), ("mne4shell", 1e-2)])
+@pytest.mark.parametrize("model, tol", [("3shell", 2.5e-3), ("mne4shell", 5e-3)])
 def test_berg_scherg_vs_exact(model, tol):
-    """Measured (bench/forward_accuracy.py): <= 0.2 % (3-shell), <= 0.7 % (4-shell) at 0.99 r_in."""
+    """Our Berg-Scherg fit against the truth (the exact series), not against MNE.
+
+    bench/forward_accuracy.py: <= 0.2 % (3-shell), <= 0.7 % (4-shell) at 0.99 r_in.
+    Here (eccentricity <= 0.95, 162 scalp electrodes) measured 1.86e-3 (3-shell) and
+    3.65e-3 (4-shell): an approximation error, not rounding, so the margin is ~1.35x.
+    """
     sphere = SphereModel() if model == "3shell" else SphereModel.mne_default()
     r_in, r_out = float(sphere.radii[0]), float(sphere.radii[-1])
     el, _ = ico_source_space(2, r_out, CENTER)
@@ -349,7 +358,7 @@ def test_grad_vs_finite_differences(method):
                 - loss(*[jnp.asarray(dn) if j == k else args[j] for j in range(3)])
             ) / (2 * h)
         rel = np.abs(np.asarray(grads[k]) - fd).max() / np.abs(fd).max()
-        assert rel < 1e-5, (name, rel, np.asarray(grads[k]), fd)
+        assert rel < 2e-7, (name, rel, np.asarray(grads[k]), fd)  # measured 2.1e-8
 
 
 def test_dtype_follows_inputs(small):

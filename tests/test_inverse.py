@@ -22,6 +22,12 @@ from exg_jax.inverse import (
 )
 
 LAMBDA2 = 1.0 / 9.0
+# Parity with MNE-Python, max |ours - MNE| / max |MNE| (tolerances ~10x the worst
+# value measured with OpenBLAS Haswell and Sandybridge kernels). Free / loose: float64
+# rounding, measured <= 1.1e-12. Fixed: MNE stores its converted fixed gain in
+# float32, measured <= 2.3e-7.
+TOL_FLOAT64 = 1e-11
+TOL_FIXED = 1e-6
 CASES = {
     "free_depth0.8": dict(loose=1.0, depth=0.8),
     "free_nodepth": dict(loose=1.0, depth=None),
@@ -101,7 +107,7 @@ def test_apply_inverse_matches_mne(problem, operators, case, method, pick_ori):
     ).data
     got = apply_inverse(problem["data"], inv_o, LAMBDA2, method, pick_ori=pick_ori).data
     assert got.shape == ref.shape
-    assert _rel(got, ref) <= 1e-6
+    assert _rel(got, ref) <= (TOL_FIXED if case == "fixed" else TOL_FLOAT64)
 
 
 @pytest.mark.parametrize("method", PARITY_METHODS)
@@ -122,20 +128,21 @@ def test_apply_inverse_epochs_matches_mne(problem, operators, method, pick_ori):
         problem["epochs"], inv_o, LAMBDA2, method, pick_ori=pick_ori
     ).data
     assert got.shape == ref.shape
-    assert _rel(got, ref) <= 1e-6
+    assert _rel(got, ref) <= TOL_FLOAT64
 
 
 def test_operator_fields_match_mne(operators):
     inv_m, inv_o = operators["free_depth0.8"]
     # singular values: MNE keeps n_chan values with the projected one ~0
+    # (measured: sing 6.5e-14, depth prior 1.8e-15, source cov 1.8e-14 relative)
     np.testing.assert_allclose(
-        np.asarray(inv_o.sing), inv_m["sing"][: inv_o.rank], rtol=1e-10, atol=0
+        np.asarray(inv_o.sing), inv_m["sing"][: inv_o.rank], rtol=1e-12, atol=0
     )
     np.testing.assert_allclose(
-        np.asarray(inv_o.depth_prior), inv_m["depth_prior"]["data"], rtol=1e-10
+        np.asarray(inv_o.depth_prior), inv_m["depth_prior"]["data"], rtol=2e-14
     )
     np.testing.assert_allclose(
-        np.asarray(inv_o.source_cov), inv_m["source_cov"]["data"], rtol=1e-10
+        np.asarray(inv_o.source_cov), inv_m["source_cov"]["data"], rtol=2e-13
     )
 
 
@@ -148,7 +155,7 @@ def test_average_reference_forward_default(problem):
     )
     a = apply_inverse(problem["data"], inv_a, LAMBDA2, "dSPM").data
     b = apply_inverse(problem["data"], inv_b, LAMBDA2, "dSPM").data
-    assert _rel(a, np.asarray(b)) <= 1e-10
+    assert _rel(a, np.asarray(b)) <= 5e-14  # measured 3.6e-15
 
 
 # --------------------------------------------------------------------------- #
@@ -221,7 +228,7 @@ def test_grad_lambda2_matches_fd(problem, operators, method):
     g = float(jax.grad(loss)(jnp.asarray(lam0)))
     fd = (float(loss(lam0 + h)) - float(loss(lam0 - h))) / (2 * h)
     assert np.isfinite(g)
-    assert abs(g - fd) <= 1e-5 * abs(fd)
+    assert abs(g - fd) <= 1e-7 * abs(fd)  # measured <= 1.7e-9 (central FD)
 
 
 def _rank_deficient_problem():
@@ -267,8 +274,9 @@ def test_rank_deficient_gradients_finite_and_correct(kw, method):
     assert np.isfinite(float(gt)) and np.isfinite(float(gl))
     fd_t = (float(loss(th0 + h, lam0)) - float(loss(th0 - h, lam0))) / (2 * h)
     fd_l = (float(loss(th0, lam0 + h)) - float(loss(th0, lam0 - h))) / (2 * h)
-    assert abs(float(gt) - fd_t) <= 1e-5 * abs(fd_t)
-    assert abs(float(gl) - fd_l) <= 1e-5 * abs(fd_l)
+    # measured 2.3e-9 and 1.1e-10 (central FD)
+    assert abs(float(gt) - fd_t) <= 1e-7 * abs(fd_t)
+    assert abs(float(gl) - fd_l) <= 1e-7 * abs(fd_l)
 
 
 def test_sphere_parameter_gradient_rank_deficient():
@@ -289,14 +297,12 @@ def test_sphere_parameter_gradient_rank_deficient():
     noise -= noise.mean(axis=0)
     cov = NoiseCov(jnp.asarray(noise @ noise.T / 400))
     data = jnp.asarray(noise[:, :4])
-    # MNE's Berg-Scherg fit of the same 3-shell model (the fit itself is not under test)
-    msph = mne.make_sphere_model(
-        r0=tuple(ctr),
-        head_radius=0.075,
-        relative_radii=(0.067 / 0.075, 0.070 / 0.075, 1.0),
-        sigmas=(0.33, 0.0042, 0.33),
-    )
-    bs = (jnp.asarray(msph["mu"]), jnp.asarray(msph["lambda"]))
+    # Berg-Scherg parameters held fixed (the fit itself is not under test): our
+    # deterministic fit, not MNE's COBYLA one, whose basin moves with the BLAS kernels.
+    from exg_jax.sphere import berg_scherg_params
+
+    fit = berg_scherg_params(SphereModel())
+    bs = (fit.mu, fit.lam)
 
     def loss(cz):
         sph = SphereModel(center=jnp.stack([jnp.asarray(0.0), jnp.asarray(0.0), cz]))
@@ -311,7 +317,7 @@ def test_sphere_parameter_gradient_rank_deficient():
         2 * h
     )
     assert np.isfinite(g)
-    assert abs(g - fd) <= 1e-5 * abs(fd)
+    assert abs(g - fd) <= 1e-7 * abs(fd)  # measured 7.3e-9 (central FD)
 
 
 # --------------------------------------------------------------------------- #
@@ -359,7 +365,7 @@ def test_bad_input(problem, operators):
     with pytest.raises(ValueError, match="data"):
         apply_inverse(bad, inv, LAMBDA2)
     bad[3, 2] = np.inf
-    with pytest.raises(ValueError, match="data"):
+    with pytest.raises(ValueError, match="epochs"):
         apply_inverse_epochs(bad[None], inv, LAMBDA2)
     with pytest.raises(ValueError, match="31 channels"):
         apply_inverse(data[:-1], inv, LAMBDA2)
@@ -419,7 +425,7 @@ def test_eloreta_branch(problem, operators):
         eloreta=EloretaOptions(eps=1e-8, max_iter=200),
     )
     assert stc.status is not None
-    assert _rel(stc.data, ref) <= 1e-5
+    assert _rel(stc.data, ref) <= TOL_FLOAT64  # measured 8.0e-13
 
 
 # --------------------------------------------------------------------------- #

@@ -165,7 +165,7 @@ def test_coefficients_match_mne(model):
     ref = _mne_coeffs(model["rel"], model["sig"])
     assert fn.shape == (200,)
     rel_err = np.max(np.abs(fn - ref) / np.abs(ref))
-    assert rel_err < 1e-10, rel_err
+    assert rel_err < 5e-14, rel_err  # measured 4.6e-15
 
 
 @settings(max_examples=10)
@@ -184,7 +184,7 @@ def test_coefficients_match_mne_random_models(n_shells, seed):
         sphere_series_coefficients(SphereModel(rel * radius, sig), n_terms=120)
     )
     ref = _mne_coeffs(tuple(rel), tuple(sig), 120)
-    np.testing.assert_allclose(fn, ref, rtol=1e-10)
+    np.testing.assert_allclose(fn, ref, rtol=2e-14)  # measured 1.5e-15
 
 
 def test_single_shell_coefficients_are_one():
@@ -248,23 +248,27 @@ def test_series_relation_homogeneous_closed_form():
     q = np.array([0.3, -0.5, 0.8])
     v = _series_potential(np.ones(400), 1.0, radius, r0, q, elec)
     ref = _mne_bs_potential([1.0], [1.0], r0, q, elec)
-    np.testing.assert_allclose(v, ref, rtol=1e-10, atol=1e-12 * np.abs(ref).max())
+    # measured 3.7e-15 relative, 4.1e-16 of max |ref|
+    np.testing.assert_allclose(v, ref, rtol=5e-14, atol=5e-15 * np.abs(ref).max())
 
 
 def test_series_relation_matches_mne_berg_scherg_forward(model):
     # The exact series with our f_n (Notes relation, 1 / sigma_N) agrees with
-    # MNE's Berg–Scherg forward (its stored mu, lambda) to the known accuracy
-    # of the 3-dipole approximation at eccentricity 0.5.
+    # MNE's Berg–Scherg kernel to the accuracy of the 3-dipole approximation at
+    # eccentricity 0.5. The kernel is fed our (mu, lambda): MNE's stored ones come
+    # from a COBYLA run whose basin moves with the BLAS kernels and SciPy version.
+    # Measured: 1.1e-3 (3-shell), 5.9e-4 (4-shell).
     sph = model["sphere"]
+    p = model["params"]
     radius = float(sph.radii[-1])
     fn = np.asarray(sphere_series_coefficients(sph, 400))
     elec = _electrodes(radius, seed=1)
     r0 = 0.5 * float(sph.radii[0]) * np.array([0.6, 0.0, 0.8])
     for q in np.eye(3):
         v = _series_potential(fn, float(sph.conductivities[-1]), radius, r0, q, elec)
-        ref = _mne_bs_potential(model["mne"]["mu"], model["mne"]["lambda"], r0, q, elec)
+        ref = _mne_bs_potential(np.asarray(p.mu), np.asarray(p.lam), r0, q, elec)
         err = np.abs(v - ref).max() / np.abs(ref).max()
-        assert err < 5e-3, err
+        assert err < 1.5e-3, err
 
 
 # --------------------------------------------------------------------------
@@ -286,31 +290,53 @@ def test_berg_scherg_structure(model):
     assert bool(status.converged)
 
 
-def test_berg_scherg_residual_not_worse_than_mne(model):
+# Weighted residual RV of our fit against the exact series, measured with
+# MNE's formula (_compute_linear_parameters at our mu): 9.514e-7 (3-shell) and
+# 3.4749e-5 (4-shell). The bound is ~5 % above: a fit that lands in a worse basin
+# fails it (MNE's COBYLA reaches 1.03e-6 to 9.6e-5 on the 3-shell model and
+# 3.48e-5 to 4.65e-5 on the 4-shell one, depending on OPENBLAS_CORETYPE).
+RV_BOUND = {"3shell": 1.0e-6, "4shell": 3.65e-5}
+# Same over the skull conductivities users fit (3-shell, sigma_skull in S/m);
+# measured 2.320e-7, 6.217e-6, 2.952e-5, 1.062e-5, 7.650e-6, 1.942e-6.
+RV_BOUND_SKULL = {
+    0.003: 2.45e-7,
+    0.006: 6.55e-6,
+    0.0088: 3.1e-5,
+    0.0164: 1.12e-5,
+    0.02: 8.05e-6,
+    0.05: 2.05e-6,
+}
+# "Not worse than MNE" allows a 5 % margin: MNE's COBYLA basin moves with the
+# BLAS kernels and SciPy version and may land slightly below ours (seen: 0.43 %
+# below on the 4-shell model on one machine); our own bound above is the test
+# against the truth.
+MNE_MARGIN = 1.05
+
+
+def test_berg_scherg_residual_vs_exact_series(model):
     u = _mne_fit_data(model["rel"], model["sig"])
-    mu_mne = np.asarray(model["mne"]["mu"])
     mu = np.asarray(model["params"].mu)
-    rss_mne = mne_bem._one_step(mu_mne, u)
-    rss = mne_bem._one_step(mu, u)
-    assert rss <= rss_mne * (1 + 1e-9), (rss, rss_mne)
-    # Same normalisation as MNE's RV (y built with the largest mu first).
-    rv_mne, lam_mne = mne_bem._compute_linear_parameters(mu_mne, u)
+    # Our residual is MNE's RV formula at our mu (same normalisation: y built
+    # with the largest mu first), and our lambda are MNE's linear solution for it.
     rv_ours_mne_formula, lam_ours = mne_bem._compute_linear_parameters(mu, u)
     np.testing.assert_allclose(
-        float(model["params"].residual), rv_ours_mne_formula, rtol=1e-8
+        float(model["params"].residual), rv_ours_mne_formula, rtol=1e-12
     )
-    assert float(model["params"].residual) <= rv_mne * (1 + 1e-9)
-    # Our lambda are MNE's linear solution for our mu.
     sig_n = model["sig"][-1]
     np.testing.assert_allclose(
-        np.asarray(model["params"].lam), lam_ours / sig_n, rtol=1e-8, atol=1e-12
+        np.asarray(model["params"].lam), lam_ours / sig_n, rtol=2e-12
     )
+    # Against the truth (the exact f_n): a fit that can fail.
+    assert float(model["params"].residual) <= RV_BOUND[model["name"]]
+    # Against MNE's COBYLA fit, with a margin (see MNE_MARGIN).
+    rv_mne, _ = mne_bem._compute_linear_parameters(np.asarray(model["mne"]["mu"]), u)
+    assert float(model["params"].residual) <= MNE_MARGIN * rv_mne, rv_mne
 
 
-@pytest.mark.parametrize("sigma_skull", [0.003, 0.006, 0.0088, 0.0164, 0.02, 0.05])
-def test_berg_scherg_not_worse_than_mne_over_skull_conductivity(sigma_skull):
-    """Skull conductivities users fit (0.003-0.05 S/m): converged, and MNE's
-    objective at our mu is no larger than at MNE's COBYLA mu (a regression test:
+@pytest.mark.parametrize("sigma_skull", list(RV_BOUND_SKULL))
+def test_berg_scherg_residual_over_skull_conductivity(sigma_skull):
+    """Skull conductivities users fit (0.003-0.05 S/m): converged, and the weighted
+    residual against the exact series below the measured bound (a regression test:
     with 4 clustered starts the fit stalled 12-30x above MNE at 0.016-0.02)."""
     sig = (0.33, sigma_skull, 0.33)
     params, status = berg_scherg_params(
@@ -318,34 +344,29 @@ def test_berg_scherg_not_worse_than_mne_over_skull_conductivity(sigma_skull):
     )
     assert bool(status.converged)
     u = _mne_fit_data(REL3, sig)
+    rv, _ = mne_bem._compute_linear_parameters(np.asarray(params.mu), u)
+    assert rv <= RV_BOUND_SKULL[sigma_skull], rv
     mu_mne = np.asarray(_mne_sphere(REL3, sig, 0.075)["mu"])
-    rss_mne = mne_bem._one_step(mu_mne, u)
-    rss = mne_bem._one_step(np.asarray(params.mu), u)
-    assert rss <= rss_mne * (1 + 1e-9), (rss, rss_mne)
+    rv_mne, _ = mne_bem._compute_linear_parameters(mu_mne, u)
+    assert rv <= MNE_MARGIN * rv_mne, (rv, rv_mne)
 
 
-def test_berg_scherg_parity_with_mne(model):
+def test_berg_scherg_equivalent_series_vs_exact(model):
+    """The fitted equivalent series sum_j lambda_j mu_j^(n-1) against the exact
+    f_n (the truth), in the fit's own weights w_n (MNE's: they fall as
+    (r_in / r_out)^(n-1)). Measured max_n w_n |series_n - f_n| / max_n w_n f_n:
+    1.99e-3 (3-shell), 3.28e-3 (4-shell); MNE's COBYLA fit 2.2e-3 to 7.8e-3 (3-shell)
+    and 3.26e-3 to 3.84e-3 (4-shell), depending on OPENBLAS_CORETYPE."""
     p = model["params"]
     sig_n = model["sig"][-1]
-    mu_mne = np.asarray(model["mne"]["mu"])
-    lam_mne = np.asarray(model["mne"]["lambda"])
-    # Same basin; the objective is flat along mu (COBYLA stops at rhoend = 1e-4
-    # with a higher residual), so the parameters agree to ~1e-2 only.
-    np.testing.assert_allclose(np.asarray(p.mu), mu_mne, atol=1e-2)
-    np.testing.assert_allclose(
-        np.asarray(p.lam) * sig_n,
-        lam_mne * sig_n,
-        atol=0.03 * np.abs(lam_mne * sig_n).max(),
-    )
-    # What matters physically: the equivalent series sum_j lambda_j mu_j^(n-1).
     n = np.arange(200)
-    ours = (np.asarray(p.lam) * sig_n) @ (np.asarray(p.mu)[:, None] ** n)
-    theirs = (lam_mne * sig_n) @ (mu_mne[:, None] ** n)
-    fn = _mne_coeffs(model["rel"], model["sig"])
-    # Over the terms that carry most weight (n <= 20, f^(n-1) > 0.1); beyond,
-    # both fits drift apart as the weights vanish.
-    sl = slice(0, 20)
-    assert np.max(np.abs(ours[sl] - theirs[sl]) / fn[sl]) < 5e-3
+    series = (np.asarray(p.lam) * sig_n) @ (np.asarray(p.mu)[:, None] ** n)
+    fn = np.asarray(sphere_series_coefficients(model["sphere"]))
+    w = _mne_fit_data(model["rel"], model["sig"])["w"]
+    err = np.max(w * np.abs(series - fn)) / np.max(w * fn)
+    assert err < {"3shell": 2.5e-3, "4shell": 4e-3}[model["name"]], err
+    # The dipole term is fitted exactly.
+    np.testing.assert_allclose(series[0], fn[0], rtol=1e-14)
 
 
 def test_berg_scherg_single_shell_exact():
@@ -408,7 +429,7 @@ def test_berg_scherg_grad_matches_finite_differences():
     fd_s = _central_fd(lambda s: loss(sph.radii, s), sph.conductivities)
     for g, fd in ((g_r, fd_r), (g_s, fd_s)):
         err = np.max(np.abs(np.asarray(g) - fd)) / np.max(np.abs(fd))
-        assert err < 1e-5, (np.asarray(g), fd, err)
+        assert err < 2e-7, (np.asarray(g), fd, err)  # measured 2.1e-8
 
 
 def test_coefficients_grad_matches_finite_differences(model):
@@ -424,7 +445,7 @@ def test_coefficients_grad_matches_finite_differences(model):
     fd_s = _central_fd(lambda s: loss(sph.radii, s), sph.conductivities)
     for g, fd in ((g_r, fd_r), (g_s, fd_s)):
         err = np.max(np.abs(np.asarray(g) - fd)) / np.max(np.abs(fd))
-        assert err < 1e-5, (np.asarray(g), fd, err)
+        assert err < 1e-6, (np.asarray(g), fd, err)  # measured 8.7e-8
 
 
 def test_float32_follows_dtype():
@@ -467,12 +488,16 @@ def test_fit_sphere_matches_mne(name):
     r, c = fit_sphere_to_headshape(pts)
     # MNE's fit is the algebraic step; ours refines geometric distances, so
     # they agree closely (exactly for points on a sphere, as biosemi64).
-    np.testing.assert_allclose(float(r), r_ref, rtol=2e-2)
-    np.testing.assert_allclose(np.asarray(c), c_ref, atol=3e-3)
-    # Geometric residual no worse than MNE's.
+    # Measured on standard_1005: radius 1.5e-3 relative, centre 6.2e-5 m.
+    np.testing.assert_allclose(float(r), r_ref, rtol=5e-3)
+    np.testing.assert_allclose(np.asarray(c), c_ref, atol=3e-4)
+    # Geometric residual no worse than MNE's, up to rounding: on biosemi64 (points
+    # on a sphere) both sums are ~1e-32 m^2, and which is smaller depends on the
+    # BLAS kernels; the floor (1e-14 r per point) is far below standard_1005's 1e-2.
     res = np.linalg.norm(pts - np.asarray(c), axis=1) - float(r)
     res_ref = np.linalg.norm(pts - c_ref, axis=1) - r_ref
-    assert np.sum(res**2) <= np.sum(res_ref**2) * (1 + 1e-9)
+    floor = len(pts) * (1e-14 * float(r)) ** 2
+    assert np.sum(res**2) <= np.sum(res_ref**2) * (1 + 1e-9) + floor
 
 
 def test_fit_sphere_all_builtin_montages_sane():
