@@ -99,7 +99,7 @@ def _inverse(gain, cov, p, loose=0.2, depth=0.8):
 # --------------------------------------------------------------------------- #
 # The README's example: d loss / d sigma_skull through forward and inverse
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["MNE", "dSPM", "sLORETA"])
 def test_readme_gradient_sigma_skull(problem, method):
     p = problem
 
@@ -290,8 +290,8 @@ def test_snr_gradient_wrt_data(problem):
 # --------------------------------------------------------------------------- #
 # Scale robustness: the same problem at extreme (but finite) scales
 # --------------------------------------------------------------------------- #
-SCALES = [(jnp.float32, s) for s in (1e-16, 1e-10, 1e-7, 1e4)] + [
-    (jnp.float64, s) for s in (1e-150, 1e-16, 1e4, 1e100)
+SCALES = [(jnp.float32, s) for s in (1e-16, 1e4)] + [
+    (jnp.float64, s) for s in (1e-150, 1e100)
 ]
 
 

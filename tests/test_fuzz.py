@@ -45,7 +45,7 @@ def problems(draw):
     )
 
 
-@settings(max_examples=16)
+@settings(max_examples=8)
 @given(problems())
 def test_pipeline_finite_and_nonzero(p):
     dt = np.dtype(p["dtype"])
