@@ -302,3 +302,27 @@ def as_float_array(name: str, x: Any):
     if jnp.issubdtype(arr.dtype, jnp.integer):
         arr = arr.astype(jnp.result_type(float))
     return arr
+
+
+def as_positive_scalar(name: str, x: Any) -> float:
+    """Finite real scalar > 0 as a Python float: ``TypeError`` for a non-number
+    (str, bool, None), ``ValueError`` for shape != (), NaN, Inf or <= 0."""
+    check_real_scalar(name, x)
+    v = float(np.asarray(x))
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite scalar > 0 (m), got {x!r}.")
+    return v
+
+
+def as_point3(name: str, x: Any) -> np.ndarray:
+    """Three finite numbers as a float ndarray: ``TypeError`` for a string, None
+    or non-numbers, ``ValueError`` for another shape or NaN / Inf."""
+    if isinstance(x, str | bytes) or x is None:
+        raise TypeError(f"{name} must be 3 numbers, got {type(x).__name__}.")
+    try:
+        arr = np.array(x, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name} must be 3 numbers, got {x!r}.") from err
+    check_shape(name, arr, (3,))
+    check_finite(name, arr)
+    return arr

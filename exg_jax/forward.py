@@ -241,13 +241,6 @@ def _exact_gain(
     return _finish(v, src_nn, fixed, reference)
 
 
-def _as_array(name, x):
-    """Float array; ``TypeError`` naming ``name`` for strings, None, bool /
-    complex and float16 (see ``_validate.as_float_array``); integers are cast
-    to the default float dtype."""
-    return as_float_array(name, x)
-
-
 def _validate_geometry(electrodes, src_pos, src_nn, sphere, need_nn: bool, reference):
     from .sphere import SphereModel
 
@@ -343,7 +336,10 @@ def _resolve_berg_scherg(sphere, berg_scherg, dtype):
             raise ValueError(
                 "berg_scherg must be a pair (mu, lam) of 1-D arrays."
             ) from err
-        mu, lam = _as_array("berg_scherg mu", mu), _as_array("berg_scherg lam", lam)
+        mu, lam = (
+            as_float_array("berg_scherg mu", mu),
+            as_float_array("berg_scherg lam", lam),
+        )
         if mu.ndim != 1 or mu.shape != lam.shape or mu.shape[0] < 1:
             raise ValueError(
                 f"berg_scherg (mu, lam) must be 1-D arrays of equal length >= 1, got shapes "
@@ -387,10 +383,10 @@ def _sphere_forward(
 ):
     check_option("reference", reference, _REFERENCES)
     check_option("method", method, _METHODS)
-    electrodes = _as_array("electrodes", electrodes)
-    src_pos = _as_array("src_pos", src_pos)
+    electrodes = as_float_array("electrodes", electrodes)
+    src_pos = as_float_array("src_pos", src_pos)
     if src_nn is not None:
-        src_nn = _as_array("src_nn", src_nn)
+        src_nn = as_float_array("src_nn", src_nn)
     _validate_geometry(electrodes, src_pos, src_nn, sphere, fixed, reference)
     leaves = [electrodes, src_pos, sphere.radii, sphere.conductivities, sphere.center]
     if src_nn is not None:

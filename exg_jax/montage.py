@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import check_option, check_real_scalar
+from ._validate import as_point3, as_positive_scalar, check_option
 
 __all__ = ["standard_montage", "MONTAGES"]
 
@@ -147,19 +147,8 @@ def standard_montage(
             f"kind must be a str, one of {', '.join(MONTAGES)}; got {type(kind).__name__}."
         )
     check_option("kind", kind, MONTAGES)
-    check_real_scalar("radius", radius)
-    r = float(np.asarray(radius))
-    if not (np.isfinite(r) and r > 0):
-        raise ValueError(f"radius must be a finite number > 0 (m), got {radius!r}.")
-    radius = r
-    if isinstance(center, str | bytes) or center is None:
-        raise TypeError(f"center must be 3 numbers, got {type(center).__name__}.")
-    try:
-        center = np.array(center, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"center must be 3 numbers, got {center!r}.") from err
-    if center.shape != (3,) or not np.all(np.isfinite(center)):
-        raise ValueError(f"center must be 3 finite numbers, got {center!r}.")
+    radius = as_positive_scalar("radius", radius)
+    center = as_point3("center", center)
     allpos = _all_1010()
     if kind == "standard_1020":
         names = list(_SET_1020)

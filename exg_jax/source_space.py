@@ -12,7 +12,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from ._validate import as_int, check_finite, check_real_scalar, check_shape
+from ._validate import as_int, as_point3, as_positive_scalar
 
 __all__ = ["ico_n_vertices", "ico_source_space", "grid_source_space"]
 
@@ -46,27 +46,8 @@ def _check_level(n) -> int:
     return n
 
 
-def _positive_scalar(name, x) -> float:
-    """Finite real scalar > 0: ``TypeError`` for a non-number (str, bool, None),
-    ``ValueError`` for an array of shape != (), NaN, Inf or <= 0."""
-    check_real_scalar(name, x)
-    v = float(np.asarray(x))
-    if not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a finite scalar > 0 (m), got {x!r}.")
-    return v
-
-
 def _check_radius_center(radius, center):
-    radius_arr = _positive_scalar("radius", radius)
-    if isinstance(center, str | bytes) or center is None:
-        raise TypeError(f"center must be 3 numbers, got {type(center).__name__}.")
-    try:
-        center_arr = np.array(center, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"center must be 3 numbers, got {center!r}.") from err
-    check_shape("center", center_arr, (3,))
-    check_finite("center", center_arr)
-    return radius_arr, center_arr
+    return as_positive_scalar("radius", radius), as_point3("center", center)
 
 
 def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +173,7 @@ def grid_source_space(spacing, radius=0.06, center=(0.0, 0.0, 0.04)):
         point itself, where the radial direction is undefined, gets ``+z``
         ``(0, 0, 1)``.
     """
-    spacing = _positive_scalar("spacing", spacing)
+    spacing = as_positive_scalar("spacing", spacing)
     radius, center = _check_radius_center(radius, center)
     if spacing >= radius:
         raise ValueError(

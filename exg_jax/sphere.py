@@ -236,12 +236,6 @@ def _check_model(sphere) -> None:
         raise TypeError(f"sphere must be a SphereModel, got {type(sphere).__name__}.")
 
 
-def _check_int(name: str, value, lo: int) -> int:
-    """Python int (NumPy integers accepted): ``TypeError`` for a non-integer,
-    ``ValueError`` below ``lo``."""
-    return as_int(name, value, minimum=lo)
-
-
 # eqx.filter_jit (ints / bools static): a failed eqx.error_if then surfaces as
 # eqx.EquinoxRuntimeError when the kernel is the outermost compiled program.
 @eqx.filter_jit
@@ -308,7 +302,7 @@ def sphere_series_coefficients(sphere: SphereModel, n_terms: int = 200) -> Array
     ``jit`` / ``vmap`` / ``grad``) is checked in the kernel (``eqx.error_if``).
     """
     _check_model(sphere)
-    n_terms = _check_int("n_terms", n_terms, 1)
+    n_terms = as_int("n_terms", n_terms, minimum=1)
     check = not is_concrete(sphere.radii, sphere.conductivities)
     return _coeffs_kernel(sphere.radii, sphere.conductivities, n_terms, check)
 
@@ -439,10 +433,10 @@ def berg_scherg_params(
     ``lam = (1/sigma, 0, ...)``, ``residual = 0``.
     """
     _check_model(sphere)
-    n_terms = _check_int("n_terms", n_terms, 2)
-    n_fit = _check_int("n_fit", n_fit, 1)
-    n_starts = _check_int("n_starts", n_starts, 1)
-    max_iter = _check_int("max_iter", max_iter, 1)
+    n_terms = as_int("n_terms", n_terms, minimum=2)
+    n_fit = as_int("n_fit", n_fit, minimum=1)
+    n_starts = as_int("n_starts", n_starts, minimum=1)
+    max_iter = as_int("max_iter", max_iter, minimum=1)
     if not isinstance(throw, bool | np.bool_):
         raise TypeError(f"throw must be a bool, got {type(throw).__name__}.")
     if n_fit >= n_terms:
