@@ -34,16 +34,6 @@ MODELS = {
 }
 
 
-def _mne_sphere(rel, sig, head_radius):
-    mne_bem._fit_berg_scherg_cached.cache_clear()
-    return mne.make_sphere_model(
-        r0=(0.0, 0.0, 0.04),
-        head_radius=head_radius,
-        relative_radii=rel,
-        sigmas=sig,
-    )
-
-
 def _mne_coeffs(rel, sig, n_terms=200):
     m = dict(layers=[dict(rel_rad=r, sigma=s) for r, s in zip(rel, sig, strict=True)])
     return np.asarray(mne_bem._fwd_eeg_get_multi_sphere_model_coeffs(m, n_terms + 1))
@@ -61,7 +51,7 @@ def _mne_fit_data(rel, sig, n_terms=200):
 
 @pytest.fixture(scope="module", params=list(MODELS))
 def model(request):
-    make, rel, sig, hr = MODELS[request.param]
+    make, rel, sig, _ = MODELS[request.param]
     sph = make()
     params = berg_scherg_params(sph)
     return dict(
@@ -69,7 +59,6 @@ def model(request):
         sphere=sph,
         rel=rel,
         sig=sig,
-        mne=_mne_sphere(rel, sig, hr),
         params=params,
     )
 
@@ -306,11 +295,9 @@ RV_BOUND_SKULL = {
     0.02: 8.05e-6,
     0.05: 2.05e-6,
 }
-# "Not worse than MNE" allows a 5 % margin: MNE's COBYLA basin moves with the
-# BLAS kernels and SciPy version and may land slightly below ours (seen: 0.43 %
-# below on the 4-shell model on one machine); our own bound above is the test
-# against the truth.
-MNE_MARGIN = 1.05
+# No comparison with MNE's fitted residual: MNE's COBYLA basin moves with the
+# BLAS kernels and SciPy version, so our fit is judged against the exact series
+# (the bounds above) only.
 
 
 def test_berg_scherg_residual_vs_exact_series(model):
@@ -328,9 +315,6 @@ def test_berg_scherg_residual_vs_exact_series(model):
     )
     # Against the truth (the exact f_n): a fit that can fail.
     assert float(model["params"].residual) <= RV_BOUND[model["name"]]
-    # Against MNE's COBYLA fit, with a margin (see MNE_MARGIN).
-    rv_mne, _ = mne_bem._compute_linear_parameters(np.asarray(model["mne"]["mu"]), u)
-    assert float(model["params"].residual) <= MNE_MARGIN * rv_mne, rv_mne
 
 
 @pytest.mark.parametrize("sigma_skull", list(RV_BOUND_SKULL))
@@ -346,9 +330,6 @@ def test_berg_scherg_residual_over_skull_conductivity(sigma_skull):
     u = _mne_fit_data(REL3, sig)
     rv, _ = mne_bem._compute_linear_parameters(np.asarray(params.mu), u)
     assert rv <= RV_BOUND_SKULL[sigma_skull], rv
-    mu_mne = np.asarray(_mne_sphere(REL3, sig, 0.075)["mu"])
-    rv_mne, _ = mne_bem._compute_linear_parameters(mu_mne, u)
-    assert rv <= MNE_MARGIN * rv_mne, (rv, rv_mne)
 
 
 def test_berg_scherg_equivalent_series_vs_exact(model):
