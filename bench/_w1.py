@@ -2,7 +2,7 @@
 
 biosemi64, ico-`ico` free orientation (ico-4: 2562 sources), `n_epochs` x `n_times`
 random epochs; an MNE sphere forward (``make_forward_solution``, numba) shared with
-exg_jax via ``ForwardOperator.from_mne``, the same noise covariance, and the two
+exg_jax via ``exg_jax.interop.forward_from_mne``, the same noise covariance, and the two
 libraries' own inverse operators (free, loose 1, depth 0.8, average-reference projector).
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from mne.surface import _get_ico_surface
 
 from exg_jax.covariance import NoiseCov
-from exg_jax.forward import ForwardOperator
+from exg_jax.interop import forward_from_mne
 from exg_jax.inverse import make_inverse_operator
 
 LAMBDA2 = 1.0 / 9.0
@@ -48,7 +48,7 @@ def build_w1(n_epochs=200, n_times=500, ico=4, seed=0):
         epochs.info, fwd, mcov, loose=1.0, depth=0.8
     )
     inv = make_inverse_operator(
-        ForwardOperator.from_mne(fwd, reference=None),
+        forward_from_mne(fwd, reference=None),
         NoiseCov(jnp.asarray(cov)),
         avg_ref_proj=True,
     )

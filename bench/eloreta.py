@@ -1,11 +1,13 @@
-"""Benchmark: eLORETA operator build + apply_inverse_epochs on workload W1, vs MNE-Python.
+"""Benchmark: eLORETA weight fit + apply_inverse_epochs on workload W1, vs MNE-Python.
 
 W1: biosemi64, ico-4 free orientation (2562 sources), 200 epochs x 500 samples,
 MNE sphere forward (``make_forward_solution``, numba) shared via ``from_mne``.
 Both libraries start from their own (equal) inverse operator and compute the
 eLORETA weights with the same ``eps`` / ``max_iter``; the timed exg_jax call is
-``apply_inverse_epochs(..., method="eLORETA")``, which fits the weights and
-applies the kernel to every epoch, as MNE's ``apply_inverse_epochs`` does.
+``apply_inverse_epochs(..., eLORETA(...))``, which fits the weights and applies
+the kernel to every epoch, as MNE's ``apply_inverse_epochs`` does. The fit
+alone is ``imaging_kernel(inv, lambda2, eLORETA(...))`` (weights, SVD and
+kernel).
 Reports the first call (with compilation) and the steady state (best of
 --repeat, MNE timed the same way) separately,
 the iterations each library needed, and the ratio.
@@ -27,8 +29,8 @@ import mne  # noqa: E402
 import numpy as np  # noqa: E402
 from _w1 import LAMBDA2, build_w1, numpy_gemm_time, to_float32  # noqa: E402
 
-from exg_jax.eloreta import EloretaOptions, eloreta_inverse_operator  # noqa: E402
-from exg_jax.inverse import apply_inverse_epochs  # noqa: E402
+from exg_jax.eloreta import eLORETA  # noqa: E402
+from exg_jax.inverse import apply_inverse_epochs, imaging_kernel  # noqa: E402
 
 
 def _mne_iterations(text):
@@ -52,7 +54,7 @@ def main():
     n = len(info.ch_names)
     fe = True if args.force_equal else None
     params = dict(eps=args.eps, max_iter=args.max_iter, force_equal=fe)
-    opts = EloretaOptions(**params)
+    method = eLORETA(**params)
     print(
         f"W1: {n} channels, {fwd['nsource']} sources (free), {args.epochs} epochs x "
         f"{args.times} samples; eps={args.eps:g}, max_iter={args.max_iter}, "
@@ -97,18 +99,19 @@ def main():
 
     # --- exg_jax: weight fit alone, then the full apply_inverse_epochs
     t = time.perf_counter()
-    new, status = eloreta_inverse_operator(inv, lam, opts)
-    jax.block_until_ready(new.eigen_leads)
+    kern = imaging_kernel(inv, lam, method)
+    jax.block_until_ready(kern.kernel)
     fit_first = time.perf_counter() - t
     fit_best = np.inf
     for _ in range(args.repeat):
         t = time.perf_counter()
-        new, status = eloreta_inverse_operator(inv, lam, opts)
-        jax.block_until_ready(new.eigen_leads)
+        kern = imaging_kernel(inv, lam, method)
+        jax.block_until_ready(kern.kernel)
         fit_best = min(fit_best, time.perf_counter() - t)
+    status = kern.status
     d = jnp.asarray(data)
     t = time.perf_counter()
-    out = apply_inverse_epochs(d, inv, lam, "eLORETA", eloreta=opts)
+    out = apply_inverse_epochs(d, inv, lam, method)
     out.data.block_until_ready()
     first = time.perf_counter() - t
     err = float(
@@ -118,7 +121,7 @@ def main():
     best = np.inf
     for _ in range(args.repeat):
         t = time.perf_counter()
-        out = apply_inverse_epochs(d, inv, lam, "eLORETA", eloreta=opts)
+        out = apply_inverse_epochs(d, inv, lam, method)
         out.data.block_until_ready()
         best = min(best, time.perf_counter() - t)
         del out
@@ -129,7 +132,7 @@ def main():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = time.perf_counter()
-        out = apply_inverse_epochs(d32, inv32, lam, "eLORETA", eloreta=opts)
+        out = apply_inverse_epochs(d32, inv32, lam, method)
         out.data.block_until_ready()
         first32 = time.perf_counter() - t
         err32 = float(
@@ -141,18 +144,18 @@ def main():
         best32 = np.inf
         for _ in range(args.repeat):
             t = time.perf_counter()
-            out = apply_inverse_epochs(d32, inv32, lam, "eLORETA", eloreta=opts)
+            out = apply_inverse_epochs(d32, inv32, lam, method)
             out.data.block_until_ready()
             best32 = min(best32, time.perf_counter() - t)
             del out
 
     print(f"iterations: MNE {it_mne} (converged={conv_mne}; last: {last!r})")
     print(
-        f"            exg_jax {int(status.n_iter)} (converged={bool(status.converged)}, "
-        f"delta={float(status.delta):.2e})"
+        f"            exg_jax {int(status.iterations)} (converged={bool(status.converged)}, "
+        f"delta={float(status.change):.2e})"
     )
     print(
-        f"weight fit + operator: MNE {t_mne_fit:.2f} s | exg_jax first {fit_first:.2f} s, "
+        f"weight fit + kernel: MNE {t_mne_fit:.2f} s | exg_jax first {fit_first:.2f} s, "
         f"steady {fit_best:.2f} s | ratio {t_mne_fit / fit_best:.2f}x"
     )
     print(
@@ -163,7 +166,7 @@ def main():
     print(f"max rel. difference vs MNE (last epoch): {err:.1e}")
     print(
         f"float32 apply_inverse_epochs: first {first32:.2f} s, steady {best32:.2f} s | ratio "
-        f"steady {t_mne / best32:.2f}x | iterations {int(st32.n_iter)} "
+        f"steady {t_mne / best32:.2f}x | iterations {int(st32.iterations)} "
         f"(converged={bool(st32.converged)}) | max rel. difference vs MNE {err32:.1e}"
     )
     rows = inv.eigen_leads.shape[0]

@@ -17,9 +17,9 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
-from exg_jax.forward import make_sphere_forward_free  # noqa: E402
 from exg_jax.source_space import ico_source_space  # noqa: E402
 from exg_jax.sphere import SphereModel, berg_scherg_params  # noqa: E402
+from exg_jax.sphere_forward import make_sphere_forward_free  # noqa: E402
 
 
 def errors(sphere, ecc):

@@ -27,7 +27,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from exg_jax.covariance import NoiseCov  # noqa: E402
-from exg_jax.forward import ForwardOperator  # noqa: E402
+from exg_jax.interop import forward_from_mne  # noqa: E402
 from exg_jax.inverse import make_inverse_operator  # noqa: E402
 from exg_jax.resolution import (  # noqa: E402
     METRICS,
@@ -74,9 +74,9 @@ def ours_all_metrics(op, pos, block_size):
 
 
 def run_ico5(method, lambda2, block_size):
-    from exg_jax.forward import make_sphere_forward_free
     from exg_jax.source_space import ico_source_space
     from exg_jax.sphere import SphereModel
+    from exg_jax.sphere_forward import make_sphere_forward_free
 
     info, msphere = biosemi64()
     el = np.array([ch["loc"][:3] for ch in info["chs"]])
@@ -184,7 +184,7 @@ def run_ico4(method, lambda2, block_size):
     t_m = time.perf_counter() - t0
     t_mne = t_r + t_m
 
-    F = ForwardOperator.from_mne(fwd, reference=None)
+    F = forward_from_mne(fwd, reference=None)
     inv = make_inverse_operator(
         F, NoiseCov(jnp.asarray(cov.data), int(cov["nfree"])), 0.8, avg_ref_proj=True
     )

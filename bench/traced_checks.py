@@ -49,16 +49,16 @@ def main():
         c = jax.jit(f).lower(epochs, lam, inv).compile()
         return c, time.perf_counter() - t
 
-    orig = (I.lambda2_error_if, E.lambda2_error_if, E._throw_if_not_converged)
+    orig = (I.lambda2_error_if, E.lambda2_error_if, E.error_if_failed)
     res = {}
     for method in ("MNE", "sLORETA", "eLORETA"):
         jax.clear_caches()
         c_chk, t_chk = compiled(method)
         I.lambda2_error_if = E.lambda2_error_if = lambda x: x
-        E._throw_if_not_converged = lambda out, o: out
+        E.error_if_failed = lambda token, status, throw: token
         jax.clear_caches()
         c_no, t_no = compiled(method)
-        I.lambda2_error_if, E.lambda2_error_if, E._throw_if_not_converged = orig
+        I.lambda2_error_if, E.lambda2_error_if, E.error_if_failed = orig
         callbacks = [c.as_text().count("callback") for c in (c_chk, c_no)]
         assert np.array_equal(
             np.asarray(c_chk(epochs, lam, inv)), np.asarray(c_no(epochs, lam, inv))

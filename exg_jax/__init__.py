@@ -1,21 +1,37 @@
-"""exg_jax: EEG source localisation (MNE, dSPM, sLORETA, eLORETA) in JAX and Equinox.
+"""exg_jax: EEG source localisation (MNE, dSPM, sLORETA, eLORETA, LCMV) in JAX.
 
-The pipeline, one module per stage: ``sphere`` (head model) → ``forward`` (lead
-field) → ``covariance`` (noise covariance) → ``inverse`` (inverse operator and
-source estimates; ``eloreta`` for eLORETA) → ``resolution`` and ``snr``. Every
-stage is a pure function over Equinox modules; see the README.
+The pipeline, one module per stage: ``sphere`` (head model) → ``forward``
+(the generic lead field) and ``sphere_forward`` (the spherical one) →
+``covariance`` (noise covariance) → ``inverse`` (inverse operator and its
+application) with the methods in ``methods`` / ``eloreta`` and the
+``beamformer`` (LCMV) → ``kernel`` (imaging kernels, what every method
+produces) → ``resolution`` and ``snr``. Every stage is a pure function over
+Equinox modules; iterative parts report a ``SolverStatus`` (``status``). See
+the README.
 """
 
+from .beamformer import (
+    LcmvFilters,
+    apply_lcmv,
+    apply_lcmv_cov,
+    apply_lcmv_epochs,
+    make_lcmv,
+    make_lcmv_resolution_matrix,
+)
 from .covariance import NoiseCov, compute_covariance, compute_covariance_epochs
-from .eloreta import EloretaOptions, EloretaStatus, eloreta_inverse_operator
-from .forward import ForwardOperator, make_sphere_forward, make_sphere_forward_free
+from .eloreta import eLORETA, eloreta_weights
+from .forward import ForwardOperator
+from .interop import forward_from_mne, from_mne
 from .inverse import (
     InverseOperator,
-    SourceEstimate,
     apply_inverse,
     apply_inverse_epochs,
+    as_method,
+    imaging_kernel,
     make_inverse_operator,
 )
+from .kernel import ImagingKernel, apply_imaging_kernel
+from .methods import MNE, AbstractInverseMethod, AbstractMinimumNorm, dSPM, sLORETA
 from .montage import standard_montage
 from .resolution import (
     ResolutionOperator,
@@ -28,7 +44,8 @@ from .resolution import (
     resolution_metrics,
     spatial_spread,
 )
-from .snr import estimate_snr
+from .snr import SnrEstimate, estimate_snr
+from .source_estimate import SourceEstimate
 from .source_space import grid_source_space, ico_n_vertices, ico_source_space
 from .sphere import (
     BergSchergParams,
@@ -37,33 +54,53 @@ from .sphere import (
     fit_sphere_to_headshape,
     sphere_series_coefficients,
 )
+from .sphere_forward import make_sphere_forward, make_sphere_forward_free
+from .status import RESULTS, SolverStatus
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MNE",
+    "RESULTS",
+    "AbstractInverseMethod",
+    "AbstractMinimumNorm",
     "BergSchergParams",
-    "EloretaOptions",
-    "EloretaStatus",
     "ForwardOperator",
+    "ImagingKernel",
     "InverseOperator",
+    "LcmvFilters",
     "NoiseCov",
     "ResolutionOperator",
+    "SnrEstimate",
+    "SolverStatus",
     "SourceEstimate",
     "SphereModel",
+    "apply_imaging_kernel",
     "apply_inverse",
     "apply_inverse_epochs",
+    "apply_lcmv",
+    "apply_lcmv_cov",
+    "apply_lcmv_epochs",
+    "as_method",
     "berg_scherg_params",
     "compute_covariance",
     "compute_covariance_epochs",
-    "eloreta_inverse_operator",
+    "dSPM",
+    "eLORETA",
+    "eloreta_weights",
     "estimate_snr",
     "fit_sphere_to_headshape",
+    "forward_from_mne",
+    "from_mne",
     "get_cross_talk",
     "get_point_spread",
     "grid_source_space",
     "ico_n_vertices",
     "ico_source_space",
+    "imaging_kernel",
     "make_inverse_operator",
+    "make_lcmv",
+    "make_lcmv_resolution_matrix",
     "make_resolution_matrix",
     "make_resolution_operator",
     "make_sphere_forward",
@@ -71,6 +108,7 @@ __all__ = [
     "peak_localisation_error",
     "relative_amplitude",
     "resolution_metrics",
+    "sLORETA",
     "sphere_series_coefficients",
     "spatial_spread",
     "standard_montage",

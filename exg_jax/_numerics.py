@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float, Real
 
 __all__ = [
     "combine_xyz",
@@ -32,19 +33,27 @@ __all__ = [
 ]
 
 
-def safe_div(num, den):
-    """``num / den``, 0 where ``den == 0`` (finite gradient); NaN propagates."""
+def safe_div(
+    num: Real[ArrayLike, "*#shape"],
+    den: Real[ArrayLike, "*#shape"],
+    fill: Real[ArrayLike, "*#shape"] = 0,
+) -> Float[Array, "*#shape"]:
+    """``num / den``, ``fill`` where ``den == 0`` (finite gradient); NaN propagates."""
     zero = den == 0
-    return jnp.where(zero, 0, num / jnp.where(zero, 1, den))
+    return jnp.where(zero, fill, num / jnp.where(zero, 1, den))
 
 
-def safe_sqrt(sq):
+def safe_sqrt(sq: Real[ArrayLike, "*shape"]) -> Float[Array, "*shape"]:
     """``sqrt(sq)`` with a zero (not infinite) derivative at 0; NaN propagates."""
     zero = sq == 0
     return jnp.where(zero, 0, jnp.sqrt(jnp.where(zero, 1, sq)))
 
 
-def scale_of(x, axis=None, keepdims=False):
+def scale_of(
+    x: Real[ArrayLike, "..."],
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+) -> Real[Array, "..."]:
     """``max |x|`` over ``axis`` (1 where it is 0), outside differentiation.
 
     A positive scale for :func:`safe_norm`-style rescaling. NaN propagates
@@ -55,7 +64,11 @@ def scale_of(x, axis=None, keepdims=False):
     return jax.lax.stop_gradient(m)
 
 
-def safe_norm(x, axis=None, keepdims=False):
+def safe_norm(
+    x: Real[ArrayLike, "..."],
+    axis: int | tuple[int, ...] | None = None,
+    keepdims: bool = False,
+) -> Float[Array, "..."]:
     """Euclidean norm over ``axis``, scale-free, with a finite gradient at 0.
 
     Computed as ``m · sqrt(Σ (x/m)²)`` with ``m = max |x|`` (constant for
@@ -71,7 +84,11 @@ def safe_norm(x, axis=None, keepdims=False):
     return jnp.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
-def combine_xyz(x, y, z):
+def combine_xyz(
+    x: Real[ArrayLike, "*#shape"],
+    y: Real[ArrayLike, "*#shape"],
+    z: Real[ArrayLike, "*#shape"],
+) -> Float[Array, "*#shape"]:
     """``√(x² + y² + z²)`` elementwise, scale-free, gradient finite at 0.
 
     Used to combine the three orientation components of a free source

@@ -14,6 +14,7 @@ import operator
 from collections.abc import Iterable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,7 +105,7 @@ _MNE_HINTS = {
     "BaseEpochs": "pass epochs.get_data() (n_epochs, n_chan, n_times) in V "
     "(apply_inverse_epochs / compute_covariance_epochs)",
     "BaseRaw": "pass raw.get_data() (n_chan, n_times) in V",
-    "Forward": "convert it with ForwardOperator.from_mne(fwd)",
+    "Forward": "convert it with exg_jax.interop.forward_from_mne(fwd)",
     "InverseOperator": "build one with exg_jax.make_inverse_operator "
     "(MNE inverse operators cannot be converted yet)",
     "SourceSpaces": "pass the source positions (and normals) as arrays",
@@ -135,7 +136,7 @@ def check_not_mne(name: str, x: Any, expected: str = "an array") -> None:
     )
 
 
-def check_type(name: str, x: Any, cls: type, expected: str) -> None:
+def check_type(name: str, x: Any, cls: type | tuple[type, ...], expected: str) -> None:
     """Raise ``TypeError`` unless ``isinstance(x, cls)`` (MNE objects get a hint)."""
     if isinstance(x, cls):
         return
@@ -269,8 +270,6 @@ def lambda2_error_if(lambda2):
 
     Returns ``lambda2``; use the returned value so the check is not dropped.
     """
-    import equinox as eqx
-
     lambda2 = jnp.asarray(lambda2)
     bad = ~(jnp.isfinite(lambda2) & (lambda2 > 0))
     return eqx.error_if(lambda2, bad, _LAMBDA2_TRACED_MSG)

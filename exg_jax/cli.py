@@ -84,10 +84,10 @@ def _demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .covariance import compute_covariance
-    from .forward import make_sphere_forward_free
     from .inverse import apply_inverse, make_inverse_operator
     from .montage import standard_montage
     from .sphere import SphereModel
+    from .sphere_forward import make_sphere_forward_free
 
     dtype = jnp.float64 if args.float64 else jnp.float32
     rng = np.random.default_rng(args.seed)

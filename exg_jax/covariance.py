@@ -7,14 +7,17 @@ automatic shrinkage towards ``μ I``) so that results can be checked against
 
 from __future__ import annotations
 
+import numbers
 from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Int, Real
 
 from ._numerics import scale_of
+from ._typing import NestedSequence, RealScalar
 from ._validate import (
     check_array,
     check_finite,
@@ -29,6 +32,17 @@ __all__ = ["NoiseCov", "compute_covariance", "compute_covariance_epochs"]
 _METHODS = ("empirical", "ledoit_wolf", "diagonal")
 
 
+def _as_nfree(x: Int[ArrayLike, ""] | None) -> Int[Array, ""] | None:
+    """``nfree`` as an integer JAX array (None kept); bools and floats are refused."""
+    if x is None:
+        return None
+    if isinstance(x, bool | np.bool_) or not isinstance(
+        x, numbers.Integral | np.ndarray | jax.Array
+    ):
+        raise TypeError(f"NoiseCov nfree must be an integer, got {x!r}.")
+    return jnp.asarray(x)
+
+
 class NoiseCov(eqx.Module):
     """A sensor noise covariance.
 
@@ -36,18 +50,26 @@ class NoiseCov(eqx.Module):
     ----------
     data : Array, shape (n_chan, n_chan), V²
         Symmetric positive semi-definite covariance matrix.
-    nfree : int
-        Number of samples (degrees of freedom) it was estimated from.
+    nfree : Array, shape (), integer, or None
+        Number of samples (degrees of freedom) it was estimated from, as
+        MNE-Python's ``Covariance["nfree"]``; None (default) when unknown.
+        Metadata only: no computation uses it. An array leaf, not a static
+        field, so that covariances of different sample counts share compiled
+        code; a Python int is converted.
     """
 
-    data: Float[Array, "chan chan"]
-    nfree: int = eqx.field(static=True, default=1)
+    data: Real[ArrayLike, "chan chan"]
+    nfree: Int[Array, ""] | None = eqx.field(default=None, converter=_as_nfree)
 
     def __check_init__(self):
         check_not_mne("NoiseCov data", self.data, "an array")
         if isinstance(self.data, str | bytes | dict) or self.data is None:
             raise TypeError(
                 f"NoiseCov data must be an array, got {type(self.data).__name__}."
+            )
+        if self.nfree is not None and not jnp.issubdtype(self.nfree.dtype, jnp.integer):
+            raise TypeError(
+                f"NoiseCov nfree must be an integer, got dtype {self.nfree.dtype}."
             )
 
 
@@ -113,9 +135,9 @@ def _check_samples(name, n_chan, n_times, per=""):
 
 
 def compute_covariance(
-    data: Float[Array, "chan time"],
+    data: Real[ArrayLike, "chan time"] | NestedSequence,
     method: str = "ledoit_wolf",
-    shrinkage: float | None = None,
+    shrinkage: RealScalar | None = None,
 ) -> NoiseCov:
     """Noise covariance of continuous sensor data.
 
@@ -135,7 +157,7 @@ def compute_covariance(
     Returns
     -------
     cov : NoiseCov
-        ``data`` (n_chan, n_chan) in V², ``nfree = n_times``.
+        ``data`` (n_chan, n_chan) in V², ``nfree = n_times`` (an integer array).
     """
     _validate(method, shrinkage)
     check_array("data", data)
@@ -152,9 +174,9 @@ def compute_covariance(
 
 
 def compute_covariance_epochs(
-    epochs: Float[Array, "epoch chan time"],
+    epochs: Real[ArrayLike, "epoch chan time"] | NestedSequence,
     method: str = "ledoit_wolf",
-    shrinkage: float | None = None,
+    shrinkage: RealScalar | None = None,
 ) -> NoiseCov:
     """Noise covariance pooled over epochs.
 
@@ -172,7 +194,7 @@ def compute_covariance_epochs(
     Returns
     -------
     cov : NoiseCov
-        ``nfree = n_epochs * n_times``.
+        ``nfree = n_epochs * n_times`` (an integer array).
     """
     _validate(method, shrinkage)
     check_array("epochs", epochs)

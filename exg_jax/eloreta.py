@@ -1,40 +1,37 @@
-"""Exact low-resolution electromagnetic tomography (eLORETA) weights.
+"""Exact low-resolution electromagnetic tomography: the method ``eLORETA()``.
 
-The eLORETA source weights ``R`` are the fixed point of a re-weighting
-iteration (Pascual-Marqui 2007, 2011). This module computes them with a
-``jax.lax.while_loop`` and differentiates the converged weights implicitly
-(implicit function theorem, adjoint solved by the transposed fixed-point
-iteration), so ``jax.grad`` flows
-through the solver without unrolling it.
+eLORETA (Pascual-Marqui 2007, 2011) is the minimum-norm kernel with a source
+weighting ``R`` that is the fixed point of a re-weighting iteration. Here it
+is an inverse-method object (:class:`eLORETA`, an
+:class:`~exg_jax.methods.AbstractMinimumNorm`): its :meth:`~eLORETA.factors`
+fit ``R`` for the operator and λ² and return the SVD factors of the weighted
+problem; the kernel, the orientation handling and the application are the
+family's. The fixed point is solved by ``optimistix.fixed_point`` with MNE's
+stopping rule and differentiated implicitly (forward and reverse mode).
 
 Public API
 ----------
-``EloretaOptions``
-    Solver settings (``eps``, ``max_iter``, ``force_equal``).
-``EloretaStatus``
-    Iterations used, final relative change of the weights, converged flag.
-``eloreta_inverse_operator(inv, lambda2, options)``
-    A new ``InverseOperator`` whose eigen-leads carry the eLORETA weights.
+``eLORETA(eps=1e-6, max_iter=20, force_equal=None, throw=True)``
+    The method (``apply_inverse(data, inv, lambda2, eLORETA())``).
 ``eloreta_weights(gain, lambda2, ...)``
-    The array-level solver (whitened gain in, weights out).
+    The array-level weight fit (whitened gain in, weights and status out).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
-import warnings
-from functools import partial
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+import optimistix as optx
+from jaxtyping import Array, Float
 
-from ._numerics import scale_of
+from ._numerics import safe_div, safe_norm, scale_of
 from ._validate import (
     as_int,
     check_array,
@@ -45,14 +42,11 @@ from ._validate import (
     is_concrete,
     lambda2_error_if,
 )
+from .linalg import inv_sqrtm_sym, sqrtm_sym, svd_thin
+from .methods import AbstractMinimumNorm, SvdFactors
+from .status import SolverStatus, check_status, error_if_failed, make_status
 
-__all__ = [
-    "EloretaOptions",
-    "EloretaStatus",
-    "eloreta_inverse_operator",
-    "eloreta_weights",
-    "warn_if_not_converged",
-]
+__all__ = ["eLORETA", "eloreta_weights"]
 
 
 def _to_float(x):
@@ -73,14 +67,14 @@ def _to_bool(x):
     return bool(x) if isinstance(x, np.bool_) else x
 
 
-class EloretaOptions(eqx.Module):
-    """Settings of the eLORETA weight fit (static: a change recompiles).
+class eLORETA(AbstractMinimumNorm):
+    """Exact LORETA: minimum norm with a fitted source weighting (A·m).
 
     Parameters
     ----------
     eps : float
         Stop when the relative change of the weights between two iterations,
-        ``||R_k - R_{k-1}||_F / ||R_{k-1}||_F``, falls below ``eps``.
+        ``‖R_k − R_{k−1}‖_F / ‖R_{k−1}‖_F``, falls below ``eps``.
     max_iter : int
         Maximum number of iterations.
     force_equal : bool or None
@@ -97,18 +91,23 @@ class EloretaOptions(eqx.Module):
         runs). False: the result is returned with ``status.converged`` False
         (and, on the eager path, a ``RuntimeWarning``).
 
+    All four are static (a change recompiles). NumPy scalars are accepted
+    (stored as Python ``float`` / ``int``).
+
     Notes
     -----
-    Same meanings and defaults as the ``method_params`` of
-    ``mne.minimum_norm.apply_inverse(..., method="eLORETA")`` (which only
-    warns on non-convergence: pass ``throw=False`` for that behaviour).
-    NumPy scalars are accepted (stored as Python ``float`` / ``int``).
+    Equivalent to ``mne.minimum_norm.apply_inverse(..., method="eLORETA",
+    method_params=dict(eps=, max_iter=, force_equal=))`` (which only warns on
+    non-convergence: pass ``throw=False`` for that behaviour), with the same
+    iteration counts. See :meth:`factors` and :func:`eloreta_weights`.
     """
 
     eps: float = eqx.field(static=True, default=1e-6, converter=_to_float)
     max_iter: int = eqx.field(static=True, default=20, converter=_to_int)
     force_equal: bool | None = eqx.field(static=True, default=None, converter=_to_bool)
     throw: bool = eqx.field(static=True, default=True, converter=_to_bool)
+
+    name: ClassVar[str] = "eLORETA"
 
     def __check_init__(self):
         if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real):
@@ -123,77 +122,91 @@ class EloretaOptions(eqx.Module):
         if not isinstance(self.throw, bool):
             raise TypeError(f"throw must be True or False, got {self.throw!r}.")
 
+    def factors(self, inv, lambda2):
+        """Fit the eLORETA weights ``R`` and return the weighted SVD factors.
 
-class EloretaStatus(eqx.Module):
-    """Convergence report of the eLORETA weight fit.
+        Parameters
+        ----------
+        inv : InverseOperator
+            Not modified; its depth prior is not used (eLORETA compensates
+            depth bias itself), its orientation prior is.
+        lambda2 : scalar Array
+            λ² (the weights depend on it).
 
-    Attributes
-    ----------
-    n_iter : Array, shape (), int
-        Iterations performed (each one update of the weights).
-    delta : Array, shape ()
-        Relative change of the weights at the last iteration.
-    converged : Array, shape (), bool
-        ``delta < eps``.
-    """
+        Returns
+        -------
+        factors : SvdFactors
+            ``U``ᵀ, ``S`` and ``R^½ V`` of the thin SVD ``G R^½ = U S Vᵀ``
+            (``G`` the whitened gain without the source prior), A·m.
+        status : SolverStatus
+            Iterations, final relative change of the weights, result code.
+            With ``throw=True`` a failure is an ``eqx.error_if`` in the
+            compiled program.
 
-    n_iter: Int[Array, ""]
-    delta: Float[Array, ""]
-    converged: Bool[Array, ""]
+        Notes
+        -----
+        Equivalent to the operator preparation of MNE-Python's
+        ``apply_inverse(..., method="eLORETA")`` (``_compute_eloreta``), without
+        mutating the input.
+        """
+        cfg = _config(inv.n_orient, inv.rank, self)
+        # Whitened gain from the SVD, undoing the source covariance weighting,
+        # in units of 1/σ (σ = max source std, a constant): the whitened gain
+        # itself reaches 1e10 and beyond in SI units and its squares (the Gram
+        # blocks) overflow float32. The fixed point is invariant to a scale of
+        # the gain (R is renormalised to trace(G R Gᵀ) = rank), so fitting on
+        # ``gain_n = σ · gain`` gives R_n = R σ²; below, G R^½ = gain_n R_n^½
+        # and V R^½ = σ · V R_n^½.
+        sigma = scale_of(inv.source_std)
+        gain = (inv.eigen_fields.T * inv.sing) @ inv.eigen_leads.T
+        gain = gain / (inv.source_std / sigma)
+        if inv.orient_prior is None:
+            source_std = jnp.ones(gain.shape[1], gain.dtype)
+        else:
+            source_std = jnp.sqrt(inv.orient_prior)
+        r, status = _solve_weights(gain, source_std, lambda2, cfg)
+        r_sqrt = _weights_sqrt(r, cfg)
+        u, sing, vt = svd_thin(_times_r_sqrt(gain, r_sqrt, cfg))
+        leads = _times_r_sqrt(vt, r_sqrt, cfg).T * sigma
+        out = (SvdFactors(u.T, sing, leads), status)
+        return error_if_failed(out, status, self.throw)
 
+    def noise_weight(self, sing, lambda2):
+        return None  # eLORETA is not noise-normalised (A·m)
 
-# ---------------------------------------------------------------------------
-# Symmetric 3 x 3 matrix powers, batched, with a degenerate-safe derivative
-# ---------------------------------------------------------------------------
+    def for_eager(self) -> eLORETA:
+        """A copy with ``throw=False``: :meth:`check` raises afterwards, with details.
 
-_RCOND = 1e-7  # eigenvalues below rcond * largest are treated as zero
+        (A new instance: ``eqx.tree_at`` cannot replace a static field.)
+        """
+        return eLORETA(
+            eps=self.eps,
+            max_iter=self.max_iter,
+            force_equal=self.force_equal,
+            throw=False,
+        )
 
-
-def _pow_eigs(w, power):
-    """Apply ``w ** power`` to eigenvalues, zeroing those below the rcond cut."""
-    limit = w[..., -1:] * _RCOND
-    keep = w > limit
-    safe = jnp.where(keep, w, 1.0)
-    root = jnp.sqrt(safe)
-    val = root if power > 0 else 1.0 / root
-    return jnp.where(keep, val, 0.0), keep, root
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _sym_pow(m, power):
-    """``m ** power`` for a batch of symmetric PSD matrices, power = +-1/2."""
-    w, u = jnp.linalg.eigh(m)
-    fw, _, _ = _pow_eigs(w, power)
-    return (u * fw[..., None, :]) @ jnp.swapaxes(u, -1, -2)
-
-
-@_sym_pow.defjvp
-def _sym_pow_jvp(power, primals, tangents):
-    # Daleckii-Krein: d f(M) = U (D o (U^T dM U)) U^T with D the divided
-    # differences of f over the eigenvalues. For f = sqrt and 1/sqrt they have
-    # cancellation-free closed forms that stay finite for equal eigenvalues:
-    #   (sqrt a - sqrt b) / (a - b) = 1 / (sqrt a + sqrt b)
-    #   (1/sqrt a - 1/sqrt b) / (a - b) = -1 / (sqrt a sqrt b (sqrt a + sqrt b))
-    (m,), (dm,) = primals, tangents
-    w, u = jnp.linalg.eigh(m)
-    fw, keep, root = _pow_eigs(w, power)
-    ri, rj = root[..., :, None], root[..., None, :]
-    if power > 0:
-        d = 1.0 / (ri + rj)
-    else:
-        d = -1.0 / (ri * rj * (ri + rj))
-    both = keep[..., :, None] & keep[..., None, :]
-    d = jnp.where(both, d, 0.0)
-    ut = jnp.swapaxes(u, -1, -2)
-    dm = 0.5 * (dm + jnp.swapaxes(dm, -1, -2))
-    out = (u * fw[..., None, :]) @ ut
-    dout = u @ (d * (ut @ dm @ u)) @ ut
-    return out, dout
+    def check(self, status: SolverStatus | None) -> None:
+        """Raise (``throw``) or warn when a concrete ``status`` reports a failure."""
+        check_status(
+            status,
+            throw=self.throw,
+            what="eLORETA weight fitting",
+            advice=(
+                f"(eLORETA: relative change of the weights >= eps={self.eps:g} "
+                f"after max_iter={self.max_iter} iterations; raise max_iter or eps, "
+                "or use eLORETA(..., throw=False).)"
+            ),
+        )
 
 
 # ---------------------------------------------------------------------------
 # The eLORETA map
 # ---------------------------------------------------------------------------
+
+# MNE's ``sqrtm_sym`` cut: eigenvalues of a 3 x 3 block at or below 1e-7 times
+# its largest are treated as zero.
+_RCOND = 1e-7
 
 
 class _Config(NamedTuple):
@@ -203,6 +216,18 @@ class _Config(NamedTuple):
     n_nzero: int
     eps: float
     max_iter: int
+
+
+def _config(n_orient, n_nzero, method):
+    force_equal = bool(method.force_equal)
+    return _Config(
+        n_orient=int(n_orient),
+        blocks=(n_orient == 3 and not force_equal),
+        force_equal=force_equal,
+        n_nzero=int(n_nzero),
+        eps=float(method.eps),
+        max_iter=int(method.max_iter),
+    )
 
 
 def _gain_blocks(gain, n_orient):
@@ -267,12 +292,12 @@ def _regularized_inverse_times_gain(grgt, gain, lambda2, cfg):
     return ((u * inv_s) @ u.T) @ gain
 
 
-def _update(r, gain, r_prior, lambda2, cfg, gram=None):
+def _update(r, gain, r_prior, lambda2, gram, cfg):
     """One eLORETA re-weighting step, F(R) (the fixed-point map).
 
-    ``gram``: ``_gain_gram(gain, cfg)``, passed by the forward iteration so it
-    is computed once; the implicit adjoint differentiates ``_update`` without
-    it (then it is a function of ``gain``, as it must be).
+    ``gram`` is ``_gain_gram(gain, cfg)``, computed once outside the loop; it
+    is an argument of the map, so the implicit derivative sees its
+    dependence on the gain.
     """
     grgt = gain @ _r_times_gt(gain, r, cfg)
     ng = _regularized_inverse_times_gain(grgt, gain, lambda2, cfg)
@@ -283,10 +308,10 @@ def _update(r, gain, r_prior, lambda2, cfg, gram=None):
         m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
         if cfg.force_equal:
             # mean of the square roots of the eigenvalues = trace(M^1/2) / 3
-            mean_root = jnp.trace(_sym_pow(m, 0.5), axis1=-2, axis2=-1) / 3.0
+            mean_root = jnp.trace(sqrtm_sym(m, _RCOND), axis1=-2, axis2=-1) / 3.0
             new = jnp.repeat(1.0 / mean_root, 3)
         else:
-            new = _sym_pow(m, -0.5)
+            new = inv_sqrtm_sym(m, _RCOND)
     new = new * r_prior  # re-apply the orientation prior (Hadamard product)
     return _normalize(gain, new, cfg, gram)
 
@@ -304,89 +329,127 @@ def _rel_change(new, old):
     )
 
 
-def _iterate(cfg, gain, r_prior, lambda2):
-    r0 = _initial_weights(gain, r_prior, cfg)
-    dtype = r0.dtype
-    gram = _gain_gram(gain, cfg)  # loop-invariant
-
-    def cond(state):
-        k, _, delta = state
-        return (k < cfg.max_iter) & (delta >= cfg.eps)
-
-    def body(state):
-        k, r, _ = state
-        new = _update(r, gain, r_prior, lambda2, cfg, gram)
-        return k + 1, new, _rel_change(new, r).astype(dtype)
-
-    init = (jnp.asarray(0, jnp.int32), r0, jnp.asarray(jnp.inf, dtype))
-    return jax.lax.while_loop(cond, body, init)
+# ---------------------------------------------------------------------------
+# The fixed point: optimistix, with MNE's stopping rule; implicit adjoint
+# ---------------------------------------------------------------------------
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fixed_point(cfg, gain, r_prior, lambda2):
-    n_iter, r, delta = _iterate(cfg, gain, r_prior, lambda2)
-    return r, n_iter, delta
+class _EloretaMap(eqx.Module):
+    """``R ↦ F(R)`` as optimistix's ``fn(y, args)``; ``args = (gain, prior, λ², gram)``."""
+
+    cfg: _Config = eqx.field(static=True)
+
+    def __call__(self, r, args):
+        gain, r_prior, lambda2, gram = args
+        return _update(r, gain, r_prior, lambda2, gram, self.cfg)
 
 
-def _fixed_point_fwd(cfg, gain, r_prior, lambda2):
-    n_iter, r, delta = _iterate(cfg, gain, r_prior, lambda2)
-    return (r, n_iter, delta), (gain, r_prior, lambda2, r)
+class _MneIteration(optx.AbstractFixedPointSolver):
+    """Plain fixed-point iteration ``R ← F(R)`` with MNE-Python's stopping rule.
 
-
-def _fixed_point_bwd(cfg, res, cts):
-    # Implicit function theorem on R* = F(R*, theta):
-    #   dR* = (I - dF/dR)^-1 dF/dtheta dtheta, so with w = (I - dF/dR)^-T v
-    #   the cotangent of theta is (dF/dtheta)^T w.
-    gain, r_prior, lambda2, r = res
-    v = cts[0]
-    _, vjp_r = jax.vjp(lambda x: _update(x, gain, r_prior, lambda2, cfg), r)
-
-    w = _adjoint_solve(vjp_r, v, cfg)
-    _, vjp_theta = jax.vjp(
-        lambda g, p, lam: _update(r, g, p, lam, cfg), gain, r_prior, lambda2
-    )
-    return vjp_theta(w)
-
-
-_fixed_point.defvjp(_fixed_point_fwd, _fixed_point_bwd)
-
-
-def _adjoint_solve(vjp_r, v, cfg):
-    """Solve ``w = v + (dF/dR)^T w`` by the adjoint fixed-point iteration.
-
-    The map is a contraction near R* (the forward iteration converges at the
-    same linear rate), so iterating ``w <- v + J^T w`` converges; it stops when
-    the relative change of ``w`` is below a dtype-dependent tolerance.
+    Stops when ``‖R_k − R_{k−1}‖_F / ‖R_{k−1}‖_F < rtol`` (``rtol`` is eLORETA's
+    ``eps``), so the iteration count equals MNE's; optimistix's ``max_steps``
+    is ``max_iter``. The state is that last relative change. A NaN change
+    stops at once with ``RESULTS.nonfinite``. (optimistix's own
+    ``FixedPointIteration`` tests an elementwise ``atol + rtol·|y|`` scale,
+    which counts iterations differently.)
     """
-    tol = 1e-13 if v.dtype == jnp.float64 else 1e-6
-    max_steps = max(20 * cfg.max_iter, 2000)
 
-    def cond(state):
-        k, _, change = state
-        return (k < max_steps) & (change > tol)
+    rtol: float
+    atol: float = 0.0
+    norm: object = optx.two_norm
 
-    def body(state):
-        k, w, _ = state
-        new = v + vjp_r(w)[0]
-        change = jnp.linalg.norm((new - w).ravel()) / jnp.maximum(
-            jnp.linalg.norm(new.ravel()), jnp.finfo(v.dtype).tiny
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        return jnp.asarray(jnp.inf, f_struct.dtype)
+
+    def step(self, fn, y, args, options, state, tags):
+        new, aux = fn(y, args)
+        return new, _rel_change(new, y).astype(new.dtype), aux
+
+    def terminate(self, fn, y, args, options, state, tags):
+        nan = jnp.isnan(state)
+        result = optx.RESULTS.where(
+            nan, optx.RESULTS.nonfinite, optx.RESULTS.successful
         )
-        return k + 1, new, change
+        return (state < self.rtol) | nan, result
 
-    init = (jnp.asarray(0, jnp.int32), v, jnp.asarray(jnp.inf, v.dtype))
-    return jax.lax.while_loop(cond, body, init)[1]
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return y, aux, {}
 
 
-def _make_config(n_orient, n_nzero, options):
-    force_equal = bool(options.force_equal)
-    return _Config(
-        n_orient=int(n_orient),
-        blocks=(n_orient == 3 and not force_equal),
-        force_equal=force_equal,
-        n_nzero=int(n_nzero),
-        eps=float(options.eps),
-        max_iter=int(options.max_iter),
+class _NeumannSolver(lx.AbstractLinearSolver):
+    """``(J − I) x = b`` for a contraction ``J`` by ``x ← J x − b`` (Neumann series).
+
+    The linear system of the implicit derivative of ``R = F(R)``: ``J =
+    ∂F/∂R`` at the fixed point, a contraction wherever the forward iteration
+    converges (at the same linear rate), so the series converges too. Only
+    products with ``J`` (forward mode) or ``Jᵀ`` (reverse mode, through
+    :meth:`transpose`) are formed, never ``J`` itself. Stops when the relative
+    change of ``x`` is at most ``rtol``.
+    """
+
+    rtol: float
+    max_steps: int
+
+    def init(self, operator, options):
+        return lx.linearise(operator)  # the primal of F is evaluated once
+
+    def compute(self, state, vector, options):
+        op, b = state, vector
+
+        def cond(carry):
+            k, _, change = carry
+            return (k < self.max_steps) & (change > self.rtol)
+
+        def body(carry):
+            k, x, _ = carry
+            new = op.mv(x) + x - b  # J x − b
+            return k + 1, new, safe_div(safe_norm(new - x), safe_norm(new))
+
+        init = (jnp.asarray(0), -b, jnp.asarray(jnp.inf, b.dtype))
+        steps, x, change = jax.lax.while_loop(cond, body, init)
+        result = lx.RESULTS.where(
+            change > self.rtol, lx.RESULTS.max_steps_reached, lx.RESULTS.successful
+        )
+        return x, result, {"num_steps": steps}
+
+    def transpose(self, state, options):
+        return state.transpose(), options
+
+    def conj(self, state, options):
+        return state, options  # real
+
+    def assume_full_rank(self):
+        return True
+
+
+def _adjoint(dtype, cfg):
+    tol = 1e-13 if dtype == jnp.float64 else 1e-6
+    solver = _NeumannSolver(rtol=tol, max_steps=max(20 * cfg.max_iter, 2000))
+    return optx.ImplicitAdjoint(linear_solver=solver)
+
+
+def _fixed_point(gain, r_prior, lambda2, cfg):
+    """``R = F(R)`` from the identity weights; returns (R, SolverStatus)."""
+    r0 = jax.lax.stop_gradient(_initial_weights(gain, r_prior, cfg))
+    args = (gain, r_prior, lambda2, _gain_gram(gain, cfg))
+    sol = optx.fixed_point(
+        _EloretaMap(cfg),
+        _MneIteration(rtol=cfg.eps),
+        r0,
+        args,
+        max_steps=cfg.max_iter,
+        throw=False,
+        adjoint=_adjoint(r0.dtype, cfg),
     )
+    change = jax.lax.stop_gradient(sol.state)
+    status = make_status(
+        sol.result == optx.RESULTS.successful,
+        jax.lax.stop_gradient(sol.stats["num_steps"]),
+        change,
+        finite=jnp.isfinite(change),
+    )
+    return sol.value, status
 
 
 def _prior_weights(source_std, cfg):
@@ -411,16 +474,14 @@ def _solve_weights(gain, source_std, lambda2, cfg):
     # point is invariant to the scale of the gain; R scales as 1 / c².
     c = scale_of(gain)
     gain = gain / c
-    r, n_iter, delta = _fixed_point(cfg, gain * source_std, r_prior, lambda2)
+    r, status = _fixed_point(gain * source_std, r_prior, lambda2, cfg)
     r = _normalize(gain, r, cfg) / (c * c)
-    delta = jax.lax.stop_gradient(delta)
-    status = EloretaStatus(n_iter=n_iter, delta=delta, converged=delta < cfg.eps)
     return r, status
 
 
 def _weights_sqrt(r, cfg):
     if cfg.blocks:
-        return _sym_pow(r, 0.5)
+        return sqrtm_sym(r, _RCOND)
     return jnp.sqrt(r)
 
 
@@ -433,13 +494,12 @@ def _times_r_sqrt(other, r_sqrt, cfg):
     return other * r_sqrt
 
 
-@partial(jax.jit, static_argnames=("n_orient", "n_nzero", "options"))
-def _weights_kernel(gain, source_std, lambda2, *, n_orient, n_nzero, options):
+@eqx.filter_jit
+def _weights_kernel(gain, source_std, lambda2, n_orient, n_nzero, method):
     lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
-    cfg = _make_config(n_orient, n_nzero, options)
-    return _throw_if_not_converged(
-        _solve_weights(gain, source_std, lambda2, cfg), options
-    )
+    cfg = _config(n_orient, n_nzero, method)
+    out = _solve_weights(gain, source_std, lambda2, cfg)
+    return error_if_failed(out, out[1], method.throw)
 
 
 def eloreta_weights(
@@ -449,8 +509,8 @@ def eloreta_weights(
     n_orient: int,
     source_std: Float[Array, " src_orient"] | None = None,
     n_nzero: int | None = None,
-    options: EloretaOptions | None = None,
-) -> tuple[Array, EloretaStatus]:
+    method: eLORETA | None = None,
+) -> tuple[Array, SolverStatus]:
     """Fit the eLORETA weights for a whitened gain matrix.
 
     Parameters
@@ -467,8 +527,9 @@ def eloreta_weights(
     n_nzero : int or None
         Rank of the whitened problem: only the ``n_nzero`` largest eigenvalues
         of ``G R Gᵀ`` are inverted. Defaults to ``n_white``.
-    options : EloretaOptions or None
-        Solver settings; defaults to ``EloretaOptions()``.
+    method : eLORETA or None
+        Solver settings (``eps``, ``max_iter``, ``force_equal``, ``throw``);
+        defaults to ``eLORETA()``.
 
     Returns
     -------
@@ -476,13 +537,15 @@ def eloreta_weights(
         The weights (source covariance), normalised so that
         ``trace(G R Gᵀ) = n_nzero``; 3 x 3 blocks for free orientation with
         independent orientation weights.
-    status : EloretaStatus
+    status : SolverStatus
+        ``iterations``, ``change`` (the final relative change of ``R``),
+        ``result`` / ``converged``.
 
     Raises
     ------
     RuntimeError
-        When the fit does not converge and ``options.throw`` is True (the
-        default); see :class:`EloretaOptions`.
+        When the fit does not converge and ``method.throw`` is True (the
+        default); see :class:`eLORETA`.
 
     Notes
     -----
@@ -492,13 +555,15 @@ def eloreta_weights(
     (or the reciprocal of the mean square root of its eigenvalues for
     ``force_equal=True``, or ``1/sqrt(g_sᵀ N g_s)`` for fixed orientation),
     re-applies the orientation prior elementwise and rescales ``R`` so that
-    ``trace(G R Gᵀ) = n_nzero``. Gradients of ``R`` are implicit: at the fixed
-    point ``R = F(R, θ)`` the adjoint system ``(I - ∂F/∂R)ᵀ w = v`` is solved
-    by iterating ``w ← v + (∂F/∂R)ᵀ w`` (a contraction at a convergent fixed
-    point), then ``θ̄ = (∂F/∂θ)ᵀ w``.
+    ``trace(G R Gᵀ) = n_nzero``. The iteration is ``optimistix.fixed_point``
+    with MNE's stopping rule. Derivatives of ``R`` are implicit (forward and
+    reverse mode, ``optimistix.ImplicitAdjoint``): at the fixed point ``R =
+    F(R, θ)``, ``(I − ∂F/∂R) dR = ∂F/∂θ dθ`` is solved by the Neumann series
+    ``x ← (∂F/∂R) x + b`` (a contraction at a convergent fixed point) with
+    Jacobian-vector products only.
     """
-    options = EloretaOptions() if options is None else options
-    check_type("options", options, EloretaOptions, "an EloretaOptions or None")
+    method = eLORETA() if method is None else method
+    check_type("method", method, eLORETA, "an eLORETA or None")
     n_orient = as_int("n_orient", n_orient)
     if n_orient not in (1, 3):
         raise ValueError(f"n_orient must be 1 or 3, got {n_orient!r}.")
@@ -525,207 +590,15 @@ def eloreta_weights(
     if not 1 <= n_nzero <= gain.shape[0]:
         raise ValueError(f"n_nzero must lie in [1, {gain.shape[0]}], got {n_nzero}.")
     source_std = jnp.asarray(source_std, gain.dtype)
+    lambda2 = jnp.asarray(lambda2, gain.dtype)
+    concrete = is_concrete(gain, source_std, lambda2)
     r, status = _weights_kernel(
         gain,
         source_std,
         lambda2,
-        n_orient=n_orient,
-        n_nzero=n_nzero,
-        options=_kernel_options(options, is_concrete(gain, source_std, lambda2)),
+        n_orient,
+        n_nzero,
+        method.for_eager() if concrete else method,
     )
-    check_converged(status, options)
+    method.check(status)
     return r, status
-
-
-def _kernel_options(options, concrete):
-    """Options for the compiled kernel: ``throw=False`` on the eager path.
-
-    Eagerly (``concrete``) the convergence is checked afterwards in Python by
-    :func:`check_converged`, which can report the iteration count and the
-    final change; under tracing the kernel's ``eqx.error_if`` does it.
-    """
-    options = EloretaOptions() if options is None else options
-    if concrete and options.throw:
-        return dataclasses.replace(options, throw=False)
-    return options
-
-
-def _advice(options):
-    return (
-        f"Increase max_iter (now {options.max_iter}) or eps (now {options.eps:g}), "
-        "or pass EloretaOptions(throw=False) to get the result with "
-        "status.converged=False."
-    )
-
-
-def _throw_if_not_converged(out, options):
-    """``eqx.error_if`` on ``(result, status)`` when ``options.throw`` (traced path)."""
-    if not options.throw:
-        return out
-    status = out[1]
-    return eqx.error_if(
-        out,
-        ~status.converged,
-        "eLORETA weight fitting did not converge within max_iter="
-        f"{options.max_iter} iterations to eps={options.eps:g} (or produced NaN). "
-        + _advice(options),
-    )
-
-
-def check_converged(status: EloretaStatus, options: EloretaOptions) -> None:
-    """Eager check of a concrete ``status``: raise (``options.throw``) or warn.
-
-    ``RuntimeError`` naming the iterations, ``max_iter`` and ``eps`` when
-    ``options.throw`` is True; a ``RuntimeWarning`` otherwise. Traced statuses
-    are left to the kernel's ``eqx.error_if``.
-    """
-    if not is_concrete(status.converged):
-        return
-    if bool(np.all(np.asarray(status.converged))):
-        return
-    if not options.throw:
-        warn_if_not_converged(status, options)
-        return
-    n_iter = int(np.max(np.asarray(status.n_iter)))
-    delta = float(np.max(np.asarray(status.delta)))
-    raise RuntimeError(
-        f"eLORETA weight fitting did not converge in {n_iter} iterations "
-        f"(max_iter={options.max_iter}; relative change of the weights "
-        f"{delta:.3g} >= eps={options.eps:g}). " + _advice(options)
-    )
-
-
-def warn_if_not_converged(status: EloretaStatus, options: EloretaOptions) -> None:
-    """Emit a ``RuntimeWarning`` when a concrete ``status`` reports no convergence."""
-    if is_concrete(status.converged) and not bool(np.all(status.converged)):
-        warnings.warn(
-            f"eLORETA weight fitting did not converge in "
-            f"{int(np.max(status.n_iter))} iterations (relative change "
-            f"{float(np.max(status.delta)):.3g} >= eps={options.eps:.3g}); "
-            "increase max_iter.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _svd_wide(a):
-    """Thin SVD of a wide matrix through a QR of its transpose.
-
-    ``aᵀ = Q T`` (thin QR, Q: (n, m)), ``T = U₂ S V₂ᵀ`` (small, m x m), so
-    ``a = V₂ S (Q U₂)ᵀ``. Same factors as ``svd(a, full_matrices=False)`` up to
-    signs; about 2x faster on CPU for the (63, 7686) whitened gain of workload W1
-    (22 vs 45 ms here).
-    """
-    m, n = a.shape
-    if n <= m:
-        return jnp.linalg.svd(a, full_matrices=False)
-    q, t = jnp.linalg.qr(a.T)
-    u2, s, v2t = jnp.linalg.svd(t, full_matrices=False)
-    return v2t.T, s, (q @ u2).T
-
-
-# ---------------------------------------------------------------------------
-# InverseOperator wiring
-# ---------------------------------------------------------------------------
-
-
-def _eloreta_operator(inv, lambda2, options):
-    cfg = _make_config(inv.n_orient, inv.rank, options)
-    dtype = inv.eigen_leads.dtype
-    # Whitened gain from the SVD, undoing the source covariance weighting, in
-    # units of 1/sigma (sigma = max source std, a constant): the whitened gain
-    # itself reaches 1e10 and beyond in SI units and its squares (the Gram
-    # blocks) overflow float32. The fixed point is invariant to a scale of the
-    # gain (R is renormalised to trace(G R Gᵀ) = rank), so fitting on
-    # ``gain_n = sigma · gain`` gives R_n = R · sigma²; below, G R^½ = gain_n R_n^½
-    # and V R^½ = sigma · V R_n^½.
-    sigma = scale_of(inv.source_std)
-    gain = (inv.eigen_fields.T * inv.sing) @ inv.eigen_leads.T
-    gain = gain / (inv.source_std / sigma)
-    if inv.orient_prior is None:
-        source_std = jnp.ones(gain.shape[1], dtype)
-    else:
-        source_std = jnp.sqrt(inv.orient_prior)
-    # The depth prior is deliberately not used: eLORETA compensates depth bias.
-    r, status = _solve_weights(gain, source_std, lambda2, cfg)
-    r_sqrt = _weights_sqrt(r, cfg)
-    a = _times_r_sqrt(gain, r_sqrt, cfg)
-    u, sing, vt = _svd_wide(a)
-    eigen_leads = _times_r_sqrt(vt, r_sqrt, cfg).T * sigma
-    new = dataclasses.replace(
-        inv,
-        eigen_fields=u.T,
-        sing=sing,
-        eigen_leads=eigen_leads,
-        source_std=jnp.ones_like(inv.source_std),
-        eigen_leads_weighted=True,
-    )
-    return new, status
-
-
-def _eloreta_operator_checked(inv, lambda2, options):
-    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
-    return _throw_if_not_converged(_eloreta_operator(inv, lambda2, options), options)
-
-
-_eloreta_operator_jit = eqx.filter_jit(_eloreta_operator_checked)
-
-
-def eloreta_inverse_operator(inv, lambda2, options: EloretaOptions | None = None):
-    """Return a new inverse operator carrying the eLORETA source weights.
-
-    Parameters
-    ----------
-    inv : InverseOperator
-        Operator from ``make_inverse_operator`` (``eigen_leads_weighted`` False).
-        Not modified.
-    lambda2 : float or Array, shape ()
-        Regularisation parameter (1 / SNR², dimensionless). Traced; the weights
-        depend on it, so build the operator with the λ² you apply it with.
-    options : EloretaOptions or None
-        Solver settings; defaults to ``EloretaOptions()`` (eps=1e-6, max_iter=20).
-
-    Returns
-    -------
-    inv_eloreta : InverseOperator
-        Copy of ``inv`` with ``eigen_leads = R^1/2 V`` (``eigen_leads_weighted``
-        True), ``sing`` and ``eigen_fields`` from the SVD of ``G R^1/2``
-        (``G`` the whitened gain with orientation prior removed) and
-        ``source_std`` (and so ``source_cov``) all ones.
-    status : EloretaStatus
-        Iterations used, final relative change, converged flag.
-
-    Raises
-    ------
-    RuntimeError
-        When the fit does not converge and ``options.throw`` is True (the
-        default); with ``throw=False`` the status says so instead (and the
-        eager path emits a ``RuntimeWarning``).
-
-    Notes
-    -----
-    Equivalent to the operator preparation of
-    ``mne.minimum_norm.apply_inverse(..., method="eLORETA")``
-    (``_compute_eloreta``), without mutating the input. See
-    ``eloreta_weights`` for the iteration and its implicit gradient.
-    """
-    from .inverse import InverseOperator
-
-    options = EloretaOptions() if options is None else options
-    check_type("options", options, EloretaOptions, "an EloretaOptions or None")
-    check_type(
-        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
-    )
-    if inv.eigen_leads_weighted:
-        raise ValueError(
-            "eLORETA needs an operator with unweighted eigen leads "
-            "(eigen_leads_weighted=True was given: eLORETA was already applied)."
-        )
-    check_lambda2(lambda2, inv.sing.dtype)
-    if not isinstance(lambda2, jax.Array):
-        lambda2 = jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
-    new, status = _eloreta_operator_jit(
-        inv, lambda2, _kernel_options(options, is_concrete(inv, lambda2))
-    )
-    check_converged(status, options)
-    return new, status

@@ -1,4 +1,4 @@
-"""Inverse operators (``InverseOperator``), source estimates and MNE / dSPM / sLORETA.
+"""Inverse operators (``InverseOperator``) and their application (any method).
 
 The construction follows MNE-Python's ``mne.minimum_norm.make_inverse_operator``
 and ``apply_inverse`` (``nave = 1``); every stage is a pure function of arrays,
@@ -17,9 +17,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
-from ._numerics import combine_xyz, safe_div, safe_norm, safe_sqrt, scale_of
+from ._numerics import safe_norm, scale_of
+from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
     all_zero,
     as_int,
@@ -35,17 +36,25 @@ from ._validate import (
     lambda2_error_if,
 )
 from .covariance import NoiseCov
-from .linalg import _whitener_kernel, eigh_sorted, svd_thin
+from .eloreta import eLORETA
+from .forward import ForwardOperator
+from .kernel import ImagingKernel, apply_prepared
+from .linalg import _whitener_kernel, average_reference_basis, eigh_sorted, svd_thin
+from .methods import MNE, AbstractInverseMethod, dSPM, sLORETA
+from .source_estimate import SourceEstimate
 
 __all__ = [
     "InverseOperator",
     "SourceEstimate",
     "apply_inverse",
     "apply_inverse_epochs",
+    "as_method",
+    "imaging_kernel",
     "make_inverse_operator",
 ]
 
-METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
+#: MNE-Python's method strings, aliases of the method objects.
+METHOD_ALIASES = {"MNE": MNE, "dSPM": dSPM, "sLORETA": sLORETA, "eLORETA": eLORETA}
 PICK_ORIS = (None, "normal", "vector")
 
 
@@ -60,9 +69,11 @@ class InverseOperator(eqx.Module):
     deviation is stored so that float32 does not underflow when the noise
     is small), ``orient_prior`` (n_src * n_orient,) or None,
     ``depth_prior`` (n_src * n_orient,) or None, ``noise_cov``, ``src_pos``,
-    ``src_nn``, static ``n_orient`` (1 or 3), ``source_ori`` ("fixed" | "free"),
-    ``rank`` (number of non-zero whitener eigenvalues, static) and
-    ``eigen_leads_weighted`` (static bool, True after eLORETA).
+    ``src_nn``, static ``n_orient`` (1 or 3), ``source_ori`` ("fixed" | "free")
+    and ``rank`` (number of non-zero whitener eigenvalues, static). MNE's
+    ``eigen_leads_weighted`` flag has no counterpart: an operator is never
+    modified by a method (eLORETA's weights live in the factors its method
+    object computes, :meth:`exg_jax.eLORETA.factors`).
 
     Added here: ``orient_frame`` (n_src, 3, 3) or None. For a free inverse
     built from a forward with source normals, the rows of ``eigen_leads``,
@@ -90,7 +101,6 @@ class InverseOperator(eqx.Module):
     n_orient: int = eqx.field(static=True)
     source_ori: str = eqx.field(static=True)
     rank: int = eqx.field(static=True)
-    eigen_leads_weighted: bool = eqx.field(static=True, default=False)
     orient_frame: Float[Array, "src 3 3"] | None = None
 
     @property
@@ -105,30 +115,6 @@ class InverseOperator(eqx.Module):
     @property
     def n_chan(self) -> int:
         return int(self.whitener.shape[-1])
-
-
-class SourceEstimate(eqx.Module):
-    """Source time courses.
-
-    Attributes
-    ----------
-    data : Array, shape (..., n_src, n_times) or (..., n_src, 3, n_times) for ``pick_ori="vector"``
-        Leading axes are batch axes (epochs). Units: A·m for ``"MNE"`` and
-        ``"eLORETA"``; dimensionless (noise-normalised) for ``"dSPM"`` and
-        ``"sLORETA"``. Vector components are Cartesian (x, y, z).
-    src_pos : Array, shape (n_src, 3), m
-    method : str (static)
-    pick_ori : str or None (static)
-    status : pytree or None
-        Solver status for iterative methods (eLORETA: an ``EloretaStatus`` with
-        iterations, final relative change and a converged flag); None otherwise.
-    """
-
-    data: Array
-    src_pos: Float[Array, "src 3"]
-    method: str = eqx.field(static=True)
-    pick_ori: str | None = eqx.field(static=True, default=None)
-    status: object = None
 
 
 # --------------------------------------------------------------------------- #
@@ -280,8 +266,6 @@ def _validate_noise_cov(c, proj, rank, dtype):
     where = ""
     top = float(w[-1])  # the rank is relative to the unprojected covariance
     if proj == "average":
-        from .linalg import average_reference_basis
-
         q = average_reference_basis(n)
         w = np.linalg.eigvalsh(q.T @ a @ q)
         where = " after the average-reference projection"
@@ -301,14 +285,14 @@ def _validate_noise_cov(c, proj, rank, dtype):
 
 
 def make_inverse_operator(
-    fwd,
-    noise_cov,
-    depth: float | None = 0.8,
+    fwd: ForwardOperator,
+    noise_cov: NoiseCov | Real[ArrayLike, "chan chan"] | NestedSequence,
+    depth: RealScalar | None = 0.8,
     *,
-    loose: float | None = None,
-    fixed: bool = False,
-    rank: int | None = None,
-    avg_ref_proj: bool | None = None,
+    loose: RealScalar | None = None,
+    fixed: bool | np.bool_ = False,
+    rank: IntScalar | None = None,
+    avg_ref_proj: bool | np.bool_ | None = None,
 ) -> InverseOperator:
     """Assemble a minimum-norm inverse operator.
 
@@ -337,7 +321,7 @@ def make_inverse_operator(
         Whiten with the EEG average-reference projector (MNE with
         ``set_eeg_reference(projection=True)``). None: True when
         ``fwd.reference == "average"``. Pass True with a forward against
-        infinity (``reference=None``, e.g. ``ForwardOperator.from_mne(fwd,
+        infinity (``reference=None``, e.g. ``exg_jax.interop.forward_from_mne(fwd,
         reference=None)``) to reproduce MNE exactly: MNE computes the depth
         prior from the unreferenced gain.
 
@@ -355,8 +339,6 @@ def make_inverse_operator(
     ``R = depth · orient``; scaling so that ``‖W G R^½‖_F² = rank``; thin
     SVD ``W G R^½ = U S Vᵀ``.
     """
-    from .forward import ForwardOperator
-
     check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
     if isinstance(noise_cov, NoiseCov):
         cov = noise_cov
@@ -460,205 +442,129 @@ def make_inverse_operator(
         n_orient=n_orient,
         source_ori="free" if n_orient == 3 else "fixed",
         rank=int(rank),
-        eigen_leads_weighted=False,
         **out,
     )
 
 
 # --------------------------------------------------------------------------- #
-# Kernel assembly
+# Methods and imaging kernels
 # --------------------------------------------------------------------------- #
-def _eloreta_operator(inv, lambda2, eloreta):
-    try:
-        from .eloreta import EloretaOptions, eloreta_inverse_operator
-    except ImportError as err:  # pragma: no cover - depends on the eLORETA module
-        raise NotImplementedError(
-            "method='eLORETA' needs exg_jax.eloreta (eloreta_inverse_operator), "
-            f"which is not available: {err}"
-        ) from err
-    if eloreta is None:
-        eloreta = EloretaOptions()
-    return eloreta_inverse_operator(inv, lambda2, eloreta)
+def as_method(method: str | AbstractInverseMethod) -> AbstractInverseMethod:
+    """The method object for ``method`` (an object, or one of MNE's strings).
+
+    ``"MNE"``, ``"dSPM"``, ``"sLORETA"``, ``"eLORETA"`` give ``MNE()``,
+    ``dSPM()``, ``sLORETA()``, ``eLORETA()`` (default settings); any
+    :class:`~exg_jax.methods.AbstractInverseMethod` is returned as is.
+    """
+    if isinstance(method, AbstractInverseMethod):
+        return method
+    if isinstance(method, str) and method in METHOD_ALIASES:
+        return METHOD_ALIASES[method]()
+    choices = ", ".join(repr(k) for k in METHOD_ALIASES)
+    raise (ValueError if isinstance(method, str) else TypeError)(
+        f"method must be an inverse method object (e.g. exg_jax.dSPM()) or one of "
+        f"{choices}, got {method!r}."
+    )
 
 
-def _assemble_kernel_status(inv, lambda2, method, pick_ori, eloreta=None):
-    status = None
-    if method == "eLORETA":
-        inv, status = _eloreta_operator(inv, lambda2, eloreta)
-    sing = inv.sing
-    # reginv = s / (s² + λ²); the singular values are O(1) (trace-normalised)
-    reginv = safe_div(sing, sing * sing + lambda2)
-    lead = inv.eigen_leads
-    if not inv.eigen_leads_weighted:
-        lead = lead * inv.source_std[:, None]
-    trans = (reginv[:, None] * inv.eigen_fields) @ inv.whitener
-    kern = lead @ trans
-    noise_norm = None
-    if method in ("dSPM", "sLORETA"):
-        if method == "dSPM":
-            weight = reginv
-        else:
-            # reginv · √(1 + s²/λ²) = s / (√(s² + λ²) · √λ²): no s²/λ², which
-            # overflows float32 for a small λ².
-            weight = safe_div(sing, jnp.sqrt(sing * sing + lambda2) * jnp.sqrt(lambda2))
-        # per-source noise std of the MNE solution (A·m), scale-free norms
-        nrm = safe_norm(lead * weight[None, :], axis=1)
-        if inv.n_orient == 3:
-            nrm = safe_norm(nrm.reshape(-1, 3), axis=1)
-        noise_norm = safe_div(jnp.ones_like(nrm), nrm)
-    if inv.n_orient == 3:
-        n_src = kern.shape[0] // 3
-        if pick_ori == "normal":
-            kern = kern[2::3]
-        elif inv.orient_frame is not None:
-            k3 = kern.reshape(n_src, 3, -1)
-            kern = jnp.einsum("nij,nic->njc", inv.orient_frame, k3).reshape(
-                3 * n_src, -1
-            )
-    return kern, noise_norm, status
+def _validate_operator(inv, method, pick_ori, lambda2):
+    """Eager checks shared by every public function that builds a kernel."""
+    check_type(
+        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
+    )
+    method = as_method(method)
+    check_option("pick_ori", pick_ori, PICK_ORIS)
+    check_lambda2(lambda2, inv.sing.dtype)
+    if pick_ori in ("normal", "vector") and inv.n_orient != 3:
+        raise ValueError(
+            f"pick_ori={pick_ori!r} needs a free-orientation inverse operator; this one is fixed."
+        )
+    if pick_ori == "normal" and inv.orient_frame is None:
+        raise ValueError(
+            "pick_ori='normal' needs source normals: the forward had no src_nn."
+        )
+    return method
 
 
-def _assemble_kernel(inv, lambda2, method, pick_ori, *, eloreta=None):
-    """Imaging kernel, including the whitener (pure, traceable).
+def _kernel_of(inv, lambda2, method, pick_ori) -> ImagingKernel:
+    """Pure: the checked imaging kernel (λ² checked inside jit / vmap too)."""
+    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
+    return method.kernel(inv, lambda2, pick_ori)
+
+
+@eqx.filter_jit
+def _imaging_kernel_jit(inv, lambda2, method, pick_ori):
+    return _kernel_of(inv, lambda2, method, pick_ori)
+
+
+@eqx.debug.assert_max_traces(max_traces=None)  # counts traces (tests read it)
+def _apply_traced(data, inv, lambda2, method, pick_ori, batch_size):
+    k = _kernel_of(inv, lambda2, method, pick_ori)
+    return apply_prepared(k, data, batch_size), k.status
+
+
+_apply_jit = eqx.filter_jit(_apply_traced)
+
+
+def _lambda2_array(lambda2, inv):
+    return jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
+
+
+def _compiled_method(method, *arrays):
+    """``method.for_eager()`` when every input is concrete (see ``check``)."""
+    return method.for_eager() if is_concrete(*arrays) else method
+
+
+def imaging_kernel(
+    inv: InverseOperator,
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
+    *,
+    pick_ori: str | None = None,
+) -> ImagingKernel:
+    """The imaging kernel of an inverse method: ``K``, noise normalisation, status.
 
     Parameters
     ----------
     inv : InverseOperator
-    lambda2 : scalar Array
-        Regularisation λ² = 1 / SNR².
-    method : {"MNE", "dSPM", "sLORETA", "eLORETA"}
+    lambda2 : float or scalar Array
+        Regularisation λ² = 1 / SNR² (amplitude SNR); > 0. Traced.
+    method : AbstractInverseMethod or {"MNE", "dSPM", "sLORETA", "eLORETA"}
+        A method object (``exg_jax.dSPM()``, ``exg_jax.eLORETA(eps=1e-8)``,
+        ...) or MNE's string for its default settings.
     pick_ori : {None, "normal", "vector"}
-    eloreta : EloretaOptions or None
-        Only for ``method="eLORETA"``.
+        As :func:`apply_inverse`.
 
     Returns
     -------
-    K : Array, shape (n_src * n_orient_out, n_chan)
-        Source current per channel, A·m/V; for free orientation and
-        ``pick_ori`` None / "vector" the rows are Cartesian (x, y, z) per
-        source; for ``"normal"`` (or a fixed inverse) one row per source.
-        ``K @ data`` is the MNE (or eLORETA) solution before noise
-        normalisation.
-    noise_norm : Array, shape (n_src,), or None
-        dSPM / sLORETA per-source factor (1/V... dimensionless after use):
-        multiply the (orientation-combined, vector or normal) solution of each
-        source by it. None for MNE and eLORETA.
+    kernel : ImagingKernel
+        ``kernel.kernel`` (n_src * n_orient, n_chan), A·m/V, whitener
+        included, rows Cartesian (x, y, z) per free source (one row per
+        source for a fixed operator or ``"normal"``); ``kernel.noise_norm``
+        (n_src,) for dSPM / sLORETA (1/(A·m)), else None; ``kernel.status``
+        (eLORETA's weight fit). ``apply_imaging_kernel(data, kernel)`` equals
+        ``apply_inverse(data, inv, lambda2, method, pick_ori=pick_ori)``.
+
+    Raises
+    ------
+    RuntimeError
+        An iterative method that fails (eLORETA not converged) with
+        ``throw=True``.
 
     Notes
     -----
-    Equivalent to ``mne.minimum_norm.inverse._assemble_kernel`` after
-    ``prepare_inverse_operator(inv, nave=1, lambda2, method)``.
+    Equivalent to ``mne.minimum_norm.inverse._assemble_kernel(inv, None,
+    method, pick_ori)`` after ``prepare_inverse_operator(inv, 1, lambda2,
+    method)``; MNE's kernel excludes the whitener and has surface-frame rows.
     """
-    kern, noise_norm, _ = _assemble_kernel_status(
-        inv, lambda2, method, pick_ori, eloreta
-    )
-    return kern, noise_norm
+    method = _validate_operator(inv, method, pick_ori, lambda2)
+    lam = _lambda2_array(lambda2, inv)
+    k = _imaging_kernel_jit(inv, lam, _compiled_method(method, inv, lam), pick_ori)
+    method.check(k.status)
+    return k
 
 
-def _combine_layout(kern, n_orient, pick_ori):
-    """Reorder a free kernel's rows for the √(x² + y² + z²) combination.
-
-    The assembled kernel has the rows (x, y, z) of each source together. For
-    ``pick_ori=None`` they are regrouped into three blocks (all x rows, all y
-    rows, all z rows), so that the orientation combination after the GEMM
-    reads three contiguous slabs instead of a stride-3 gather. On a 2-core
-    CPU this makes the W1 batch 1.3-1.5x faster; the result is unchanged.
-    """
-    if n_orient == 3 and pick_ori is None:
-        n_src = kern.shape[0] // 3
-        return kern.reshape(n_src, 3, -1).transpose(1, 0, 2).reshape(3 * n_src, -1)
-    return kern
-
-
-def _finish(sol, noise_norm, n_orient, pick_ori, unit=None):
-    """Noise-normalise and combine ``sol = kern @ data`` (..., n_rows, n_times).
-
-    ``kern`` must be in the layout of :func:`_combine_layout`. ``unit``: for
-    the orientation combination only, ``sol`` is in units of ``unit`` (a
-    constant scalar, see :func:`_apply_kernel`); None: ``sol`` is in A·m and
-    the combination is done scale-free element by element.
-    """
-    if n_orient == 3 and pick_ori is None:
-        n_src = sol.shape[-2] // 3
-        sol = sol.reshape(sol.shape[:-2] + (3, n_src, sol.shape[-1]))
-        x, y, z = sol[..., 0, :, :], sol[..., 1, :, :], sol[..., 2, :, :]
-        if unit is None:
-            sol = combine_xyz(x, y, z)
-            scale = noise_norm
-        else:
-            sol = safe_sqrt(x * x + y * y + z * z)
-            scale = unit if noise_norm is None else noise_norm * unit
-        if scale is not None:
-            sol = sol * (scale[:, None] if jnp.ndim(scale) else scale)
-    elif n_orient == 3 and pick_ori == "vector":
-        sol = sol.reshape(sol.shape[:-2] + (-1, 3, sol.shape[-1]))
-        if noise_norm is not None:
-            sol = sol * noise_norm[:, None, None]
-    elif noise_norm is not None:
-        sol = sol * noise_norm[:, None]
-    return sol
-
-
-def _unit_kernel(kern, n_orient, pick_ori):
-    """``(kern / a, a)`` (``a = max |kern|``) where :func:`_apply_kernel` squares."""
-    if n_orient == 3 and pick_ori is None:
-        a = scale_of(kern)
-        return kern / a, a
-    return kern, None
-
-
-def _apply_kernel(kern, a, data, noise_norm, n_orient, pick_ori):
-    """``_finish(a · kern @ data)``, with the product formed in scaled units.
-
-    For the √(x² + y² + z²) of free sources the kernel comes from
-    :func:`_unit_kernel` (divided by ``a``) and the data are divided by ``b =
-    max |data|`` (both constants for differentiation): the product's entries
-    are then at most ``n_chan`` in magnitude and squaring them cannot
-    overflow or underflow (A·m squared is 1e-18 and less, zero in float32 for
-    small data); the combined result is multiplied by ``a b``. Exact in value
-    and derivatives, and as fast as the plain product (an elementwise
-    scale-free norm costs ≈ 8 % of the W1 batch in float32).
-    """
-    if a is None:
-        return _finish(kern @ data, noise_norm, n_orient, pick_ori)
-    b = scale_of(data)
-    return _finish(kern @ (data / b), noise_norm, n_orient, pick_ori, unit=a * b)
-
-
-@eqx.filter_jit
-def _apply_jit(data, inv, lambda2, method, pick_ori, eloreta):
-    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
-    kern, noise_norm, status = _assemble_kernel_status(
-        inv, lambda2, method, pick_ori, eloreta
-    )
-    kern = _combine_layout(kern, inv.n_orient, pick_ori)
-    kern, a = _unit_kernel(kern, inv.n_orient, pick_ori)
-    return _apply_kernel(kern, a, data, noise_norm, inv.n_orient, pick_ori), status
-
-
-@eqx.filter_jit
-def _apply_epochs_jit(epochs, inv, lambda2, method, pick_ori, eloreta, batch_size):
-    lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
-    kern, noise_norm, status = _assemble_kernel_status(
-        inv, lambda2, method, pick_ori, eloreta
-    )
-    kern = _combine_layout(kern, inv.n_orient, pick_ori)
-    kern, a = _unit_kernel(kern, inv.n_orient, pick_ori)
-
-    def one(x):
-        return _apply_kernel(kern, a, x, noise_norm, inv.n_orient, pick_ori)
-
-    out = jax.lax.map(one, epochs, batch_size=batch_size)
-    return out, status
-
-
-def _validate_apply(data, inv, lambda2, method, pick_ori, ndim, eloreta=None):
-    name = "data" if ndim == 2 else "epochs"
-    check_type(
-        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
-    )
-    check_option("method", method, METHODS)
-    check_option("pick_ori", pick_ori, PICK_ORIS)
+def _validate_data(name, data, inv, ndim):
     check_array(name, data)
     shape = tuple(np.shape(data))
     if len(shape) != ndim:
@@ -669,58 +575,27 @@ def _validate_apply(data, inv, lambda2, method, pick_ori, ndim, eloreta=None):
             f"{name} has {shape[-2]} channels but the inverse operator has {inv.n_chan}."
         )
     check_finite(name, data)
-    check_lambda2(lambda2, inv.sing.dtype)
-    if eloreta is not None:
-        from .eloreta import EloretaOptions
-
-        check_type("eloreta", eloreta, EloretaOptions, "an EloretaOptions or None")
-    if pick_ori in ("normal", "vector") and inv.n_orient != 3:
-        raise ValueError(
-            f"pick_ori={pick_ori!r} needs a free-orientation inverse operator; this one is fixed."
-        )
-    if pick_ori == "normal" and inv.orient_frame is None:
-        raise ValueError(
-            "pick_ori='normal' needs source normals: the forward had no src_nn."
-        )
 
 
-def _lambda2_array(lambda2, inv):
-    return jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
-
-
-def _eloreta_kernel_options(method, eloreta, concrete):
-    """The eLORETA options handed to the compiled kernel.
-
-    On the eager path (all inputs concrete) the kernel runs with
-    ``throw=False`` and :func:`_check_eloreta` raises a ``RuntimeError`` with
-    the iteration count and the final change; under tracing the kernel's
-    ``eqx.error_if`` does (``throw=True``).
-    """
-    if method != "eLORETA":
-        return eloreta
-    from .eloreta import _kernel_options
-
-    return _kernel_options(eloreta, concrete)
-
-
-def _check_eloreta(method, status, eloreta):
-    # The weight fit runs inside the compiled kernel, where it cannot warn; the
-    # eager layer raises (throw=True) or warns from the returned (concrete)
-    # status instead.
-    if method == "eLORETA" and status is not None:
-        from .eloreta import EloretaOptions, check_converged
-
-        check_converged(status, eloreta if eloreta is not None else EloretaOptions())
+def _apply(data, inv, lambda2, method, pick_ori, batch_size):
+    lam = _lambda2_array(lambda2, inv)
+    data = jnp.asarray(data)
+    sol, status = _apply_jit(
+        data, inv, lam, _compiled_method(method, data, inv, lam), pick_ori, batch_size
+    )
+    method.check(status)
+    return SourceEstimate(
+        sol, inv.src_pos, method=method.name, pick_ori=pick_ori, status=status
+    )
 
 
 def apply_inverse(
-    data: Float[Array, "chan time"],
+    data: Real[ArrayLike, "chan time"] | NestedSequence,
     inv: InverseOperator,
-    lambda2: float = 1.0 / 9.0,
-    method: str = "dSPM",
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
     *,
     pick_ori: str | None = None,
-    eloreta=None,
 ) -> SourceEstimate:
     """Apply an inverse operator to sensor data.
 
@@ -733,16 +608,16 @@ def apply_inverse(
     lambda2 : float or scalar Array
         Regularisation λ² = 1 / SNR² (amplitude SNR); > 0. Traced: new values
         do not recompile, and it can be differentiated.
-    method : {"MNE", "dSPM", "sLORETA", "eLORETA"}
+    method : AbstractInverseMethod or {"MNE", "dSPM", "sLORETA", "eLORETA"}
+        A method object (``exg_jax.MNE()``, ``dSPM()``, ``sLORETA()``,
+        ``eLORETA(eps=, max_iter=, force_equal=, throw=)``) or MNE's string
+        for its default settings. If eLORETA's weight fit does not converge,
+        a ``RuntimeError`` is raised (also under ``jit`` / ``vmap``), unless
+        ``eLORETA(throw=False)``: then ``stc.status.converged`` is False.
     pick_ori : {None, "normal", "vector"}
         None: for a free inverse the norm √(x² + y² + z²) per source;
         "normal": the component along the source normal; "vector": the three
         Cartesian components.
-    eloreta : EloretaOptions or None
-        Options for ``method="eLORETA"``. If the weight fit does not
-        converge, a ``RuntimeError`` is raised (also under ``jit`` /
-        ``vmap``), unless ``EloretaOptions(throw=False)``: then
-        ``stc.status.converged`` is False.
 
     Returns
     -------
@@ -754,25 +629,19 @@ def apply_inverse(
     Equivalent to ``mne.minimum_norm.apply_inverse(evoked, inv, lambda2,
     method, pick_ori)`` with ``nave = 1``.
     """
-    _validate_apply(data, inv, lambda2, method, pick_ori, 2, eloreta)
-    lam = _lambda2_array(lambda2, inv)
-    opts = _eloreta_kernel_options(method, eloreta, is_concrete(data, inv, lam))
-    sol, status = _apply_jit(jnp.asarray(data), inv, lam, method, pick_ori, opts)
-    _check_eloreta(method, status, eloreta)
-    return SourceEstimate(
-        sol, inv.src_pos, method=method, pick_ori=pick_ori, status=status
-    )
+    method = _validate_operator(inv, method, pick_ori, lambda2)
+    _validate_data("data", data, inv, 2)
+    return _apply(data, inv, lambda2, method, pick_ori, None)
 
 
 def apply_inverse_epochs(
-    epochs: Float[Array, "epoch chan time"],
+    epochs: Real[ArrayLike, "epoch chan time"] | NestedSequence,
     inv: InverseOperator,
-    lambda2: float = 1.0 / 9.0,
-    method: str = "dSPM",
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
     *,
     pick_ori: str | None = None,
-    eloreta=None,
-    batch_size: int | None = None,
+    batch_size: IntScalar | None = None,
 ) -> SourceEstimate:
     """Apply an inverse operator to a batch of epochs.
 
@@ -784,7 +653,7 @@ def apply_inverse_epochs(
     Parameters
     ----------
     epochs : Array, shape (n_epochs, n_chan, n_times), V
-    inv, lambda2, method, pick_ori, eloreta
+    inv, lambda2, method, pick_ori
         As :func:`apply_inverse`.
     batch_size : int or None
         Epochs per compiled step.
@@ -798,14 +667,7 @@ def apply_inverse_epochs(
     -----
     Equivalent to ``mne.minimum_norm.apply_inverse_epochs`` with ``nave=1``.
     """
-    _validate_apply(epochs, inv, lambda2, method, pick_ori, 3, eloreta)
+    method = _validate_operator(inv, method, pick_ori, lambda2)
+    _validate_data("epochs", epochs, inv, 3)
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
-    lam = _lambda2_array(lambda2, inv)
-    opts = _eloreta_kernel_options(method, eloreta, is_concrete(epochs, inv, lam))
-    sol, status = _apply_epochs_jit(
-        jnp.asarray(epochs), inv, lam, method, pick_ori, opts, batch_size
-    )
-    _check_eloreta(method, status, eloreta)
-    return SourceEstimate(
-        sol, inv.src_pos, method=method, pick_ori=pick_ori, status=status
-    )
+    return _apply(epochs, inv, lambda2, method, pick_ori, batch_size)

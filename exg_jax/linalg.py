@@ -40,10 +40,17 @@ def _rel_tol(dtype) -> float:
     return float(jnp.finfo(dtype).eps) * 10.0
 
 
-def _safe_recip(x, tol):
-    """1/x where |x| > tol, else 0 (double-where: finite gradients)."""
-    ok = jnp.abs(x) > tol
-    return jnp.where(ok, 1.0 / jnp.where(ok, x, 1.0), 0.0)
+def _recip_above(x, tol):
+    """``1/x`` where ``|x| > tol``, else 0: a pseudo-inverse cut-off.
+
+    Not :func:`exg_jax._numerics.safe_div`, which replaces only an exact zero:
+    here everything up to ``tol`` in magnitude is cut (the guarded
+    denominators of the SVD / eigh derivatives, where a near-tie or a
+    near-zero singular value must contribute nothing, not ``1/tiny``).
+    Double ``where`` (finite gradients); NaN propagates.
+    """
+    cut = jnp.abs(x) <= tol
+    return jnp.where(cut, 0.0, 1.0 / jnp.where(cut, 1.0, x))
 
 
 # --------------------------------------------------------------------------- #
@@ -51,8 +58,20 @@ def _safe_recip(x, tol):
 # --------------------------------------------------------------------------- #
 @jax.custom_jvp
 def _svd_wide(a):
-    u, s, vt = jnp.linalg.svd(a, full_matrices=False)
-    return u, s, vt
+    """Thin SVD of a wide matrix (m <= n), through a QR of its transpose.
+
+    ``aᵀ = Q T`` (thin QR, Q: (n, m)), ``T = U₂ S V₂ᵀ`` (m x m), so ``a = V₂ S
+    (Q U₂)ᵀ``. Same factors as ``svd(a, full_matrices=False)`` up to signs
+    (both backward stable); about 2x faster on CPU for a (63, 7686) whitened
+    gain (22 vs 45 ms).
+    """
+    m, n = a.shape
+    if n <= m:
+        u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+        return u, s, vt
+    q, t = jnp.linalg.qr(a.T)
+    u2, s, v2t = jnp.linalg.svd(t, full_matrices=False)
+    return v2t.T, s, (q @ u2).T
 
 
 @_svd_wide.defjvp
@@ -62,13 +81,13 @@ def _svd_wide_jvp(primals, tangents):
     v = vt.T
     s2 = s * s
     tol = _rel_tol(a.dtype) * jnp.maximum(s2[0], jnp.finfo(a.dtype).tiny)
-    f = _safe_recip(s2[None, :] - s2[:, None], tol)  # F_ij = 1 / (s_j^2 - s_i^2)
+    f = _recip_above(s2[None, :] - s2[:, None], tol)  # F_ij = 1 / (s_j^2 - s_i^2)
     f = f * (1.0 - jnp.eye(s.shape[0], dtype=a.dtype))
     dp = u.T @ da @ v
     ds = jnp.diagonal(dp)
     s_mat = s[None, :]
     du = u @ (f * (dp * s_mat + s[:, None] * dp.T))
-    s_inv = _safe_recip(s, jnp.sqrt(tol))
+    s_inv = _recip_above(s, jnp.sqrt(tol))
     dv = v @ (f * (s[:, None] * dp + dp.T * s_mat))
     dv = dv + (da.T @ u - v @ (v.T @ (da.T @ u))) * s_inv[None, :]
     return (u, s, vt), (du, ds, dv.T)
@@ -121,7 +140,7 @@ def _eigh_desc_jvp(primals, tangents):
     da = 0.5 * (da + da.T)
     dp = v.T @ da @ v
     scale = jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(a.dtype).tiny)
-    f = _safe_recip(w[None, :] - w[:, None], _rel_tol(a.dtype) * scale)
+    f = _recip_above(w[None, :] - w[:, None], _rel_tol(a.dtype) * scale)
     f = f * (1.0 - jnp.eye(w.shape[0], dtype=a.dtype))
     return (w, v), (jnp.diagonal(dp), v @ (f * dp))
 
@@ -158,13 +177,25 @@ def eigh_sorted(
 # --------------------------------------------------------------------------- #
 # Matrix functions of symmetric PSD matrices (Daleckii-Krein derivative)
 # --------------------------------------------------------------------------- #
-def _sqrt_fn(w, tol):
-    return jnp.sqrt(jnp.where(w > tol, w, 0.0))
+def _kept_roots(w, rcond):
+    """Which eigenvalues are kept (``> rcond · largest``) and their square roots.
+
+    ``w``: eigenvalues, ascending (``eigh``), batched over leading axes. The
+    roots of dropped eigenvalues are 1 (placeholders, never used).
+    """
+    if rcond is None:
+        rcond = _rel_tol(w.dtype)
+    largest = jnp.maximum(w[..., -1:], jnp.finfo(w.dtype).tiny)
+    keep = w > rcond * largest
+    return keep, jnp.sqrt(jnp.where(keep, w, 1.0))
 
 
-def _inv_sqrt_fn(w, tol):
-    ok = w > tol
-    return jnp.where(ok, 1.0 / jnp.sqrt(jnp.where(ok, w, 1.0)), 0.0)
+def _sqrt_of_roots(keep, root):
+    return jnp.where(keep, root, 0.0)
+
+
+def _inv_sqrt_of_roots(keep, root):
+    return jnp.where(keep, 1.0 / root, 0.0)
 
 
 def _sqrt_dd(ri, rj):
@@ -178,69 +209,85 @@ def _inv_sqrt_dd(ri, rj):
 
 
 def _make_sym_fn(fn, dd):
-    """``A ↦ V f(w) Vᵀ`` for f = √ or 1/√ with a Daleckii–Krein derivative.
+    """``A ↦ V f(w) Vᵀ`` for f = √ or 1/√, batched, with a Daleckii–Krein JVP.
 
     The divided differences ``(f(wᵢ) − f(wⱼ)) / (wᵢ − wⱼ)`` are evaluated in
     the cancellation-free closed forms ``dd`` of the square roots, so they are
     accurate for equal or nearly equal eigenvalues without any tie tolerance
     (in float32 the eigenvalues of a multiple of I come out ≈ 1e-6 apart,
     and a plain difference quotient of them is noise). A dropped eigenvalue
-    (≤ ``10 ε max|w|``) has f = 0; pairs of two dropped ones contribute
-    nothing.
+    (``≤ rcond ·`` the largest) has f = 0; a pair of one kept and one dropped
+    eigenvalue takes the plain quotient (no cancellation there), a pair of
+    two dropped ones contributes nothing.
     """
 
-    def _tol(w, dtype):
-        return _rel_tol(dtype) * jnp.maximum(jnp.max(jnp.abs(w)), jnp.finfo(dtype).tiny)
-
-    @jax.custom_jvp
-    def mat_fn(a):
+    @partial(jax.custom_jvp, nondiff_argnums=(1,))
+    def mat_fn(a, rcond):
         w, v = jnp.linalg.eigh(a)
-        return (v * fn(w, _tol(w, a.dtype))[None, :]) @ v.T
+        fw = fn(*_kept_roots(w, rcond))
+        return (v * fw[..., None, :]) @ jnp.swapaxes(v, -1, -2)
 
     @mat_fn.defjvp
-    def mat_fn_jvp(primals, tangents):
+    def mat_fn_jvp(rcond, primals, tangents):
         (a,), (da,) = primals, tangents
         w, v = jnp.linalg.eigh(a)
-        tol = _tol(w, a.dtype)
-        fw = fn(w, tol)
-        keep = w > tol
-        root = jnp.sqrt(jnp.where(keep, w, 1.0))
-        both = keep[:, None] & keep[None, :]
-        # one kept, one dropped (f = 0 there): the plain quotient, no cancellation
-        dw = w[:, None] - w[None, :]
-        mixed = (keep[:, None] != keep[None, :]) & (dw != 0)
-        quot = (fw[:, None] - fw[None, :]) / jnp.where(mixed, dw, 1.0)
+        keep, root = _kept_roots(w, rcond)
+        fw = fn(keep, root)
+        ki, kj = keep[..., :, None], keep[..., None, :]
+        dw = w[..., :, None] - w[..., None, :]
+        mixed = (ki != kj) & (dw != 0)
+        quot = (fw[..., :, None] - fw[..., None, :]) / jnp.where(mixed, dw, 1.0)
         g = jnp.where(
-            both, dd(root[:, None], root[None, :]), jnp.where(mixed, quot, 0.0)
+            ki & kj,
+            dd(root[..., :, None], root[..., None, :]),
+            jnp.where(mixed, quot, 0.0),
         )
-        da = 0.5 * (da + da.T)
-        out = (v * fw[None, :]) @ v.T
-        return out, v @ (g * (v.T @ da @ v)) @ v.T
+        vt = jnp.swapaxes(v, -1, -2)
+        da = 0.5 * (da + jnp.swapaxes(da, -1, -2))
+        out = (v * fw[..., None, :]) @ vt
+        return out, v @ (g * (vt @ da @ v)) @ vt
 
     return mat_fn
 
 
-_sqrtm_one = _make_sym_fn(_sqrt_fn, _sqrt_dd)
-_inv_sqrtm_one = _make_sym_fn(_inv_sqrt_fn, _inv_sqrt_dd)
+_sqrtm = _make_sym_fn(_sqrt_of_roots, _sqrt_dd)
+_inv_sqrtm = _make_sym_fn(_inv_sqrt_of_roots, _inv_sqrt_dd)
 
 
-def sqrtm_sym(a: Float[Array, "... n n"]) -> Float[Array, "... n n"]:
+def sqrtm_sym(
+    a: Float[Array, "... n n"], rcond: float | None = None
+) -> Float[Array, "... n n"]:
     """Symmetric square root of symmetric PSD matrices (batched over leading axes).
 
-    Eigenvalues below ``10 ε max|w|`` are treated as zero. The derivative uses
-    the Daleckii–Krein divided differences, finite for repeated eigenvalues.
-    Equivalent to ``scipy.linalg.sqrtm`` on PSD input.
+    Parameters
+    ----------
+    a : Array, shape (..., n, n)
+        Symmetric positive semi-definite matrices.
+    rcond : float or None
+        Eigenvalues of a matrix at or below ``rcond`` times its largest one
+        are treated as zero. None: ``10 ε`` of the dtype.
+
+    Notes
+    -----
+    Equivalent to ``scipy.linalg.sqrtm`` on PSD input, and to MNE-Python's
+    ``mne.utils.sqrtm_sym(a, rcond)``. The derivative uses the Daleckii–Krein
+    divided differences in cancellation-free form, exact and finite for
+    repeated eigenvalues.
     """
-    return jnp.vectorize(_sqrtm_one, signature="(n,n)->(n,n)")(a)
+    return _sqrtm(a, None if rcond is None else float(rcond))
 
 
-def inv_sqrtm_sym(a: Float[Array, "... n n"]) -> Float[Array, "... n n"]:
+def inv_sqrtm_sym(
+    a: Float[Array, "... n n"], rcond: float | None = None
+) -> Float[Array, "... n n"]:
     """Symmetric pseudo-inverse square root ``A^(-1/2)`` (batched over leading axes).
 
-    Eigenvalues below ``10 ε max|w|`` are dropped (pseudo-inverse). Derivative
-    by Daleckii–Krein divided differences (finite for repeated eigenvalues).
+    Eigenvalues at or below ``rcond`` times the largest (None: ``10 ε``) are
+    dropped (pseudo-inverse). Equivalent to MNE-Python's
+    ``mne.utils.sqrtm_sym(a, rcond, inv=True)``. Derivative as
+    :func:`sqrtm_sym`.
     """
-    return jnp.vectorize(_inv_sqrtm_one, signature="(n,n)->(n,n)")(a)
+    return _inv_sqrtm(a, None if rcond is None else float(rcond))
 
 
 # --------------------------------------------------------------------------- #

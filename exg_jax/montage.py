@@ -8,7 +8,9 @@ run on a fresh machine.
 from __future__ import annotations
 
 import numpy as np
+from jaxtyping import Float
 
+from ._typing import Point3, RealScalar
 from ._validate import as_point3, as_positive_scalar, check_option
 
 __all__ = ["standard_montage", "MONTAGES"]
@@ -97,9 +99,9 @@ def _all_1010() -> dict[str, np.ndarray]:
 def standard_montage(
     kind: str = "standard_1010",
     *,
-    radius: float = 0.075,
-    center=(0.0, 0.0, 0.04),
-) -> tuple[list[str], np.ndarray]:
+    radius: RealScalar = 0.075,
+    center: Point3 = (0.0, 0.0, 0.04),
+) -> tuple[list[str], Float[np.ndarray, "elec 3"]]:
     """Electrode names and positions of an ideal-sphere 10-20 or 10-10 montage.
 
     Parameters

@@ -21,14 +21,16 @@ exg_jax object). MNE-Python reports the same quantities in centimetres
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Int, Real
 
-from ._numerics import safe_norm, scale_of
+from ._numerics import safe_div, safe_norm, safe_sqrt, scale_of
+from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
     as_int,
     check_array,
@@ -42,6 +44,10 @@ from ._validate import (
     is_concrete,
     lambda2_error_if,
 )
+from .forward import ForwardOperator
+from .inverse import InverseOperator, as_method
+from .kernel import ImagingKernel
+from .methods import AbstractInverseMethod
 
 __all__ = [
     "ResolutionOperator",
@@ -80,7 +86,7 @@ class ResolutionOperator(eqx.Module):
     ``(n_orient + 1) * n_src * n_chan`` values instead of ``n_orient * n_src**2``.
     """
 
-    kernel: Float[Array, "src_orient chan"]
+    kernel: Float[Array, "row chan"]
     gain: Float[Array, "chan src"]
     n_orient: int = eqx.field(static=True)
 
@@ -112,7 +118,7 @@ class ResolutionOperator(eqx.Module):
     def shape(self) -> tuple[int, int]:
         return (int(self.kernel.shape[0]), int(self.gain.shape[1]))
 
-    def dense(self) -> Array:
+    def dense(self) -> Float[Array, "row src"]:
         """Materialise ``R`` (shape ``(n_orient * n_src, n_src)``)."""
         return self.kernel @ self.gain
 
@@ -186,7 +192,6 @@ def _check_idx(idx, n: int):
 # Building R = K G
 # ---------------------------------------------------------------------------
 
-_METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
 _FWD_ORIS = ("normal", "free")
 
 
@@ -200,74 +205,79 @@ def _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori):
 
 
 @eqx.filter_jit
-def _resolution_factors(
-    inv, gain, src_nn, lambda2, method, eloreta, n_orient_fwd, fwd_ori
-):
-    from .inverse import _assemble_kernel_status
-
+def _operator_factors(inv, gain, src_nn, lambda2, method, n_orient_fwd, fwd_ori):
     lambda2 = lambda2_error_if(lambda2)  # survives jit / vmap (≤ 0, NaN, Inf)
     pick_ori = "vector" if inv.n_orient == 3 else None
-    kern, noise_norm, status = _assemble_kernel_status(
-        inv, lambda2, method, pick_ori, eloreta
-    )
-    if noise_norm is not None:
-        kern = kern * jnp.repeat(noise_norm, inv.n_orient)[:, None]
-    return kern, _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori), status
+    k = method.kernel(inv, lambda2, pick_ori)
+    cols = _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori)
+    return k.rows_normalised(), cols, k.status
 
 
-def _build_factors(inv, fwd, lambda2, method, eloreta, fwd_ori):
-    from .forward import ForwardOperator
-    from .inverse import InverseOperator
+@eqx.filter_jit
+def _kernel_factors(k, gain, src_nn, n_orient_fwd, fwd_ori):
+    return k.rows_normalised(), _forward_columns(gain, src_nn, n_orient_fwd, fwd_ori)
 
-    check_type(
-        "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
-    )
-    check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
-    check_option("method", method, _METHODS)
-    check_option("fwd_ori", fwd_ori, _FWD_ORIS)
-    if fwd.n_chan != inv.n_chan:
-        raise ValueError(
-            f"fwd has {fwd.n_chan} channels but inv has {inv.n_chan}; they must match."
+
+def _build_factors(inv, fwd, lambda2, method, fwd_ori):
+    if isinstance(inv, ImagingKernel):
+        n_chan, n_src, what = inv.n_chan, inv.n_src, "kernel"
+    else:
+        check_type(
+            "inv",
+            inv,
+            (InverseOperator, ImagingKernel),
+            "an InverseOperator (from make_inverse_operator) or an ImagingKernel",
         )
-    if fwd.n_src != inv.n_src:
-        raise ValueError(f"fwd has {fwd.n_src} sources but inv has {inv.n_src}.")
+    check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
+    check_option("fwd_ori", fwd_ori, _FWD_ORIS)
+    if not isinstance(inv, ImagingKernel):
+        method = as_method(method)
+        n_chan, n_src, what = inv.n_chan, inv.n_src, "inv"
+    if fwd.n_chan != n_chan:
+        raise ValueError(
+            f"fwd has {fwd.n_chan} channels but {what} has {n_chan}; they must match."
+        )
+    if fwd.n_src != n_src:
+        raise ValueError(f"fwd has {fwd.n_src} sources but {what} has {n_src}.")
     if fwd.n_orient == 3 and fwd_ori == "normal" and fwd.src_nn is None:
         raise ValueError(
             "fwd_ori='normal' needs source normals (fwd.src_nn is None); pass fwd_ori='free'."
         )
-    if eloreta is not None:
-        from .eloreta import EloretaOptions
-
-        check_type("eloreta", eloreta, EloretaOptions, "an EloretaOptions or None")
+    if isinstance(inv, ImagingKernel):
+        dtype = jnp.result_type(inv.kernel.dtype, fwd.gain.dtype)
+        gain = jnp.asarray(fwd.gain, dtype)
+        src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype)
+        return _kernel_factors(inv, gain, src_nn, fwd.n_orient, fwd_ori)
     dtype = jnp.result_type(inv.eigen_leads.dtype, fwd.gain.dtype)
     check_lambda2(lambda2, dtype)
     gain = jnp.asarray(fwd.gain, dtype)
     src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype)
     lam = jnp.asarray(lambda2, dtype)
-    opts = None
-    if method == "eLORETA":
-        from .eloreta import _kernel_options
-
-        opts = _kernel_options(eloreta, is_concrete(inv, gain, lam))
-    kern, cols, status = _resolution_factors(
-        inv, gain, src_nn, lam, method, opts, fwd.n_orient, fwd_ori
+    compiled = method.for_eager() if is_concrete(inv, gain, lam) else method
+    kern, cols, status = _operator_factors(
+        inv, gain, src_nn, lam, compiled, fwd.n_orient, fwd_ori
     )
-    if status is not None:
-        from .eloreta import EloretaOptions, check_converged
-
-        check_converged(status, eloreta if eloreta is not None else EloretaOptions())
+    method.check(status)
     return kern, cols
 
 
 def make_resolution_operator(
-    inv, fwd, lambda2, method="dSPM", *, eloreta=None, fwd_ori="normal"
-):
+    inv: InverseOperator | ImagingKernel,
+    fwd: ForwardOperator,
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
+    *,
+    fwd_ori: str = "normal",
+) -> ResolutionOperator:
     """The resolution matrix ``R = K G`` of an inverse method, kept factorised.
 
     Parameters
     ----------
-    inv : InverseOperator
-        Inverse operator (fixed or free orientation).
+    inv : InverseOperator or ImagingKernel
+        Inverse operator (fixed or free orientation), or any method's imaging
+        kernel (``exg_jax.imaging_kernel(...)``, an LCMV's
+        ``filters.imaging_kernel()``): then ``lambda2`` and ``method`` are
+        not used.
     fwd : ForwardOperator
         Forward model whose sources are the "true" sources (same channels as
         ``inv``). A fixed forward is used as is. A free forward is reduced to
@@ -276,11 +286,11 @@ def make_resolution_operator(
         (``fwd_ori="free"``).
     lambda2 : float
         Regularisation λ² = 1 / SNR² (SNR of the amplitude: 1/9 for SNR 3).
-    method : {"MNE", "dSPM", "sLORETA", "eLORETA"}
-    eloreta : EloretaOptions or None
-        Solver settings for ``method="eLORETA"`` (default ``EloretaOptions()``).
-        The eLORETA weights are fitted for this ``lambda2``; non-convergence
-        raises a ``RuntimeError`` unless ``throw=False`` (then a warning).
+    method : AbstractInverseMethod or {"MNE", "dSPM", "sLORETA", "eLORETA"}
+        A method object or MNE's string (see :func:`exg_jax.apply_inverse`).
+        eLORETA's weights are fitted for this ``lambda2``; non-convergence
+        raises a ``RuntimeError`` unless ``eLORETA(throw=False)`` (then a
+        warning).
     fwd_ori : {"normal", "free"}
         How a free forward is used (ignored for a fixed one).
 
@@ -289,8 +299,8 @@ def make_resolution_operator(
     op : ResolutionOperator
         ``kernel``: the inverse kernel, (n_orient_inv * n, n_chan), rows
         Cartesian (x, y, z) per source for a free inverse, whitener and the
-        dSPM / sLORETA noise normalisation included; ``gain``: (n_chan, n) or
-        (n_chan, 3 n). ``op.dense()`` is MNE-Python's resolution matrix.
+        noise normalisation included; ``gain``: (n_chan, n) or (n_chan, 3 n).
+        ``op.dense()`` is MNE-Python's resolution matrix.
 
     Notes
     -----
@@ -302,7 +312,7 @@ def make_resolution_operator(
     does not accept eLORETA there; here its kernel is built like the others.
     The normal lead field of source ``i`` is ``G[:, 3i:3i+3] @ nn_i``.
     """
-    kern, gain = _build_factors(inv, fwd, lambda2, method, eloreta, fwd_ori)
+    kern, gain = _build_factors(inv, fwd, lambda2, method, fwd_ori)
     n_rows, n_cols = kern.shape[0], gain.shape[1]
     if n_rows < n_cols or n_rows % n_cols:
         raise ValueError(
@@ -313,8 +323,13 @@ def make_resolution_operator(
 
 
 def make_resolution_matrix(
-    inv, fwd, lambda2, method="dSPM", *, eloreta=None, fwd_ori="normal"
-):
+    inv: InverseOperator | ImagingKernel,
+    fwd: ForwardOperator,
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
+    *,
+    fwd_ori: str = "normal",
+) -> Float[Array, "row src"]:
     """The dense resolution matrix ``R = K G`` (see :func:`make_resolution_operator`).
 
     Returns
@@ -328,7 +343,7 @@ def make_resolution_matrix(
     large source spaces use :func:`make_resolution_operator`, which every
     function of this module accepts without materialising ``R``.
     """
-    kern, gain = _build_factors(inv, fwd, lambda2, method, eloreta, fwd_ori)
+    kern, gain = _build_factors(inv, fwd, lambda2, method, fwd_ori)
     return kern @ gain
 
 
@@ -361,7 +376,10 @@ def _ctf_dense_kernel(R, idx, *, n_orient):
     return R[_rows_of(idx, n_orient)].T
 
 
-def get_point_spread(R, idx):
+def get_point_spread(
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    idx: IntScalar | Int[ArrayLike, " idx"] | NestedSequence,
+) -> Real[Array, "src idx"]:
     """Point-spread functions (columns of the resolution matrix) of some sources.
 
     Parameters
@@ -392,7 +410,10 @@ def get_point_spread(R, idx):
     return _psf_dense_kernel(R, idx, n_orient=n_orient)
 
 
-def get_cross_talk(R, idx):
+def get_cross_talk(
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    idx: IntScalar | Int[ArrayLike, " idx"] | NestedSequence,
+) -> Real[Array, "src idx_orient"]:
     """Cross-talk functions (rows of the resolution matrix) of some sources.
 
     Parameters
@@ -428,11 +449,6 @@ def get_cross_talk(R, idx):
 # ---------------------------------------------------------------------------
 
 
-def _safe_div(num, den, fill):
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), fill)
-
-
 _NEEDS = {
     "imax": ("imax",),
     "amax": ("amax",),
@@ -465,14 +481,14 @@ def _column_stats(A, j, pos, threshold, wanted):
     if "imax" in need:
         imax = jnp.argmax(a, axis=0)
         out["imax"] = imax
-        out["peak_err"] = jnp.sqrt(jnp.sum((pj - pos[imax]) ** 2, axis=1))
+        out["peak_err"] = safe_sqrt(jnp.sum((pj - pos[imax]) ** 2, axis=1))
     if "amax" in need:
         out["amax"] = jnp.max(a, axis=0)
     if "asum" in need:
         out["asum"] = jnp.sum(a, axis=0)
     if "cog_err" in need:
-        cog = _safe_div(a.T @ pos, out["asum"][:, None], nan)
-        out["cog_err"] = jnp.sqrt(jnp.sum((pj - cog) ** 2, axis=1))
+        cog = safe_div(a.T @ pos, out["asum"][:, None], nan)
+        out["cog_err"] = safe_sqrt(jnp.sum((pj - cog) ** 2, axis=1))
     pp = jnp.sum(pos * pos, axis=1)
     if "sd_ext" in need:
         # sum_i |p_i - p_j|² a_ij² = pp·a² + |p_j|² Σa² - 2 p_j·(posᵀ a²): matmuls only.
@@ -486,7 +502,7 @@ def _column_stats(A, j, pos, threshold, wanted):
             + jnp.sum(pj * pj, axis=1) * s2
             - 2 * jnp.sum(pj * (a2.T @ pos), axis=1)
         )
-        out["sd_ext"] = jnp.sqrt(_safe_div(jnp.maximum(num, 0), s2, nan))
+        out["sd_ext"] = safe_sqrt(safe_div(jnp.maximum(num, 0), s2, nan))
     if "above" in need:
         above = a > threshold * out["amax"]
         if "maxrad_ext" in need:
@@ -495,7 +511,7 @@ def _column_stats(A, j, pos, threshold, wanted):
                 + (pos[:, 1:2] - pj[None, :, 1]) ** 2
                 + (pos[:, 2:3] - pj[None, :, 2]) ** 2
             )
-            out["maxrad_ext"] = jnp.sqrt(jnp.max(jnp.where(above, d2, 0), axis=0))
+            out["maxrad_ext"] = safe_sqrt(jnp.max(jnp.where(above, d2, 0), axis=0))
         if "n_above" in need:
             out["n_above"] = jnp.sum(above, axis=0)
         if "maxrad_ext_mne" in need:
@@ -510,7 +526,9 @@ def _column_stats(A, j, pos, threshold, wanted):
                     for c in range(3)
                 ]
             )
-            out["maxrad_ext_mne"] = jnp.sqrt(jnp.max(jnp.maximum(axis_sums, 0), axis=0))
+            out["maxrad_ext_mne"] = safe_sqrt(
+                jnp.max(jnp.maximum(axis_sums, 0), axis=0)
+            )
     return {k: out[k] for k in wanted if k in out}
 
 
@@ -576,11 +594,11 @@ def _all_stats(R, pos, threshold, *, function, n_orient, block_size, wanted):
             out[key] = jnp.zeros((n,), flat.dtype).at[where].set(flat)
     nan = jnp.asarray(jnp.nan, dtype=pos.dtype)
     if "peak_amp" in wanted:
-        out["peak_amp"] = _safe_div(out["amax"], jnp.max(out["amax"]), nan)
+        out["peak_amp"] = safe_div(out["amax"], jnp.max(out["amax"]), nan)
     if "sum_amp" in wanted:
-        out["sum_amp"] = _safe_div(out["asum"], jnp.max(out["asum"]), nan)
+        out["sum_amp"] = safe_div(out["asum"], jnp.max(out["asum"]), nan)
     if "rel_amp" in wanted:
-        out["rel_amp"] = _safe_div(out["amax"], out["asum"], nan)
+        out["rel_amp"] = safe_div(out["amax"], out["asum"], nan)
     return {k: out[k] for k in wanted}
 
 
@@ -619,7 +637,12 @@ def _stats(R, src_pos, function, threshold, block_size, wanted):
 # ---------------------------------------------------------------------------
 
 
-def peak_localisation_error(R, function="psf", *, block_size=256):
+def peak_localisation_error(
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    function: str = "psf",
+    *,
+    block_size: IntScalar = 256,
+) -> Int[Array, " src"]:
     """Index offset of each PSF's (or CTF's) peak from its own source.
 
     Parameters
@@ -642,7 +665,13 @@ def peak_localisation_error(R, function="psf", *, block_size=256):
     return st["imax"] - jnp.arange(st["imax"].shape[0])
 
 
-def spatial_spread(R, function="psf", *, threshold=0.5, block_size=256):
+def spatial_spread(
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    function: str = "psf",
+    *,
+    threshold: RealScalar = 0.5,
+    block_size: IntScalar = 256,
+) -> Int[Array, " src"]:
     """Number of sources where each function exceeds ``threshold`` times its peak.
 
     Parameters
@@ -661,7 +690,12 @@ def spatial_spread(R, function="psf", *, threshold=0.5, block_size=256):
     return _stats(R, None, function, threshold, block_size, ("n_above",))["n_above"]
 
 
-def relative_amplitude(R, function="psf", *, block_size=256):
+def relative_amplitude(
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    function: str = "psf",
+    *,
+    block_size: IntScalar = 256,
+) -> Float[Array, " src"]:
     """Peak absolute amplitude of each function divided by its total absolute amplitude.
 
     Parameters
@@ -680,15 +714,15 @@ def relative_amplitude(R, function="psf", *, block_size=256):
 
 
 def resolution_metrics(
-    R,
-    src_pos,
-    function="psf",
-    metric="peak_err",
+    R: Real[ArrayLike, "row src"] | NestedSequence | ResolutionOperator,
+    src_pos: Real[ArrayLike, "src 3"] | NestedSequence,
+    function: str = "psf",
+    metric: str | Sequence[str] = "peak_err",
     *,
-    threshold=0.5,
-    block_size=256,
-    mne_compat=False,
-):
+    threshold: RealScalar = 0.5,
+    block_size: IntScalar = 256,
+    mne_compat: bool | np.bool_ = False,
+) -> Float[Array, " src"] | dict[str, Float[Array, " src"]]:
     """Spatial resolution metrics of point-spread or cross-talk functions.
 
     Parameters

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import functools
 import os
-import warnings
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Float, Real
 
+from ._typing import NestedSequence, RealScalar
 from ._validate import (
     check_array,
     check_finite,
@@ -30,8 +31,10 @@ from ._validate import (
     check_type,
     is_concrete,
 )
+from .inverse import InverseOperator
+from .status import SolverStatus, check_status, error_if_failed, make_status
 
-__all__ = ["estimate_snr", "SnrStatus"]
+__all__ = ["estimate_snr", "SnrEstimate"]
 
 _LAMBDA2_START = 10.0
 _LAMBDA_MULT = 0.99
@@ -39,19 +42,26 @@ _MAX_ITER = 1000
 _P_VALUE = 1e-3
 
 
-class SnrStatus(eqx.Module):
-    """Status of the λ² search in :func:`estimate_snr`.
+class SnrEstimate(NamedTuple):
+    """Result of :func:`estimate_snr` (a NamedTuple: ``snr, snr_est, status = ...``).
 
     Attributes
     ----------
-    iterations : Array of int, shape ()
-        Shrinking steps taken (at most 1000).
-    converged : Array of bool, shape ()
-        True when every time point met the χ² criterion within 1000 steps.
+    snr : Array, shape (n_times,)
+        RMS of the whitened data over the effective number of channels.
+    snr_est : Array, shape (n_times,)
+        ``1 / sqrt(λ²_est)`` from the λ² search (0 where ``snr <= 1``).
+    status : SolverStatus
+        Status of the λ² search: ``iterations`` (shrinking steps, at most
+        1000), ``change`` (fraction of the time points still above the χ²
+        threshold when the search stopped; 0 on success) and ``result``
+        (``RESULTS.max_steps_reached`` when some time point never met the
+        threshold). ``stats`` is empty. Batched under ``vmap``.
     """
 
-    iterations: Int[Array, ""]
-    converged: Bool[Array, ""]
+    snr: Float[Array, "*batch time"]
+    snr_est: Float[Array, "*batch time"]
+    status: SolverStatus
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -100,8 +110,11 @@ def _snr_kernel(data, whitener, eigen_fields, sing, nave, *, rank):
         f = jnp.where(sing2 > 0, sing2 / (sing2 + lam_safe[None, :]), 0)
         resid = white_ef * (1 - f)
         err = jnp.sum(resid * resid, axis=0)
-        remaining = remaining & ~(err < val)
-        lam = jnp.where(remaining, lam * _LAMBDA_MULT, lam)
+        # A NaN misfit (NaN operator) leaves the search at once with a NaN λ²:
+        # NaN out, not "not converged".
+        nan_err = remaining & jnp.isnan(err)
+        remaining = remaining & ~(err < val) & ~nan_err
+        lam = jnp.where(remaining, lam * _LAMBDA_MULT, jnp.where(nan_err, jnp.nan, lam))
         return lam, remaining, it + 1
 
     lam, remaining, it = jax.lax.while_loop(
@@ -112,13 +125,21 @@ def _snr_kernel(data, whitener, eigen_fields, sing, nave, *, rank):
     )
     # NaN in (data or operator) gives NaN out, not "SNR 0"
     snr_est = jnp.where(jnp.isnan(snr2), snr2, snr_est)
-    status = SnrStatus(iterations=it, converged=~jnp.any(remaining))
+    # NaN time points never enter (or leave at once) the search: they are not
+    # counted as unconverged.
+    n_left = jnp.sum(remaining)
+    change = (n_left / max(remaining.shape[0], 1)).astype(dtype)
+    status = make_status(n_left == 0, it, change)
     return jnp.sqrt(snr2), snr_est, status
 
 
 def estimate_snr(
-    data: Float[Array, "chan time"], inv, nave: int = 1, *, return_status: bool = False
-):
+    data: Real[ArrayLike, "chan time"] | NestedSequence,
+    inv: InverseOperator,
+    nave: RealScalar = 1,
+    *,
+    throw: bool | np.bool_ = True,
+) -> SnrEstimate:
     """Estimate the SNR of evoked data as a function of time.
 
     Parameters
@@ -131,21 +152,35 @@ def estimate_snr(
     nave : int or float > 0
         Number of averaged trials in ``data``; the noise covariance is divided
         by ``nave``.
-    return_status : bool
-        Also return the :class:`SnrStatus` of the λ² search.
+    throw : bool
+        What happens when the λ² search does not converge (some time point
+        still above the χ² threshold after 1000 steps), as ``throw`` in
+        optimistix. True (default): on the eager path a ``RuntimeError``
+        naming the iterations and the fraction of time points left; under
+        ``jit`` / ``vmap`` / ``grad`` an ``eqx.error_if`` in the program
+        (``eqx.EquinoxRuntimeError`` when it runs). False: a
+        ``RuntimeWarning`` on the eager path (none when traced) and the
+        result, with ``status.result == RESULTS.max_steps_reached``; those
+        time points keep the last λ² tried (``snr_est`` ≈ 48.1, a lower
+        bound).
 
     Returns
     -------
-    snr : Array, shape (n_times,)
-        ``sqrt(|W x(t)|² / rank)``: RMS of the whitened data over the
-        effective number of channels (``inv.rank``).
-    snr_est : Array, shape (n_times,)
-        ``1 / sqrt(λ²_est(t))``, where λ²_est is the largest λ² on the grid
-        ``10 * 0.99**k`` (k = 0 … 1000) whose regularised fit leaves a
-        whitened residual below the χ²(rank) 0.999 quantile; 0 where
-        ``snr <= 1``. Here λ² = 1 / SNR² (not 1 / SNR).
-    status : SnrStatus
-        Only with ``return_status=True``.
+    SnrEstimate
+        NamedTuple ``(snr, snr_est, status)``:
+
+        snr : Array, shape (n_times,)
+            ``sqrt(|W x(t)|² / rank)``: RMS of the whitened data over the
+            effective number of channels (``inv.rank``).
+        snr_est : Array, shape (n_times,)
+            ``1 / sqrt(λ²_est(t))``, where λ²_est is the largest λ² on the
+            grid ``10 * 0.99**k`` (k = 0 … 1000) whose regularised fit leaves
+            a whitened residual below the χ²(rank) 0.999 quantile; 0 where
+            ``snr <= 1``. Here λ² = 1 / SNR² (not 1 / SNR).
+        status : SolverStatus
+            ``iterations`` (steps taken), ``change`` (fraction of the time
+            points still above the threshold, 0 on success), ``result``
+            (``RESULTS.successful`` or ``RESULTS.max_steps_reached``).
 
     Notes
     -----
@@ -156,14 +191,17 @@ def estimate_snr(
     ``Π_k = s_k² / (s_k² + λ²)``, so the misfit is
     ``Σ_k ((1 - Π_k) c_k)²``. Starting from λ² = 10 the search shrinks λ² by
     1 % per step for each time point until the misfit drops below the χ²
-    threshold; if 1000 steps do not suffice for every time point, a warning
-    is issued (``status.converged`` is False).
+    threshold; if 1000 steps do not suffice for every time point, the
+    search has failed (``throw``; ``status.converged`` is False).
+
+    NaN in gives NaN out, not a failure: a NaN operator or (traced) NaN data
+    gives NaN ``snr`` / ``snr_est`` at the affected time points, which are
+    not counted as unconverged (``throw=True`` does not raise for them).
+    Eagerly, non-finite ``data`` is a ``ValueError``.
 
     The χ² quantile is computed in JAX by bisection on the regularised upper
     incomplete gamma function (no SciPy at run time).
     """
-    from .inverse import InverseOperator
-
     if isinstance(inv, str | bytes | os.PathLike):
         raise TypeError(
             f"inv must be an InverseOperator, got the path {inv!r}: reading "
@@ -183,8 +221,8 @@ def estimate_snr(
             f"data has {data.shape[0]} channels but the inverse operator has {n_chan}."
         )
     check_finite("data", data)
-    if not isinstance(return_status, bool | np.bool_):
-        raise TypeError(f"return_status must be True or False, got {return_status!r}.")
+    if not isinstance(throw, bool | np.bool_):
+        raise TypeError(f"throw must be True or False, got {throw!r}.")
     rank = int(inv.rank)
     if rank < 1:
         raise ValueError(f"inv.rank must be >= 1, got {rank}.")
@@ -205,8 +243,17 @@ def estimate_snr(
         nave,
         rank=rank,
     )
-    if is_concrete(status) and not bool(status.converged):
-        warnings.warn("SNR estimation did not converge in 1000 steps.", stacklevel=2)
-    if return_status:
-        return snr, snr_est, status
-    return snr, snr_est
+    if is_concrete(status):
+        check_status(
+            status,
+            throw=bool(throw),
+            what="SNR estimation (λ² search)",
+            change="fraction of time points above the χ² threshold",
+            advice=(
+                "Some time points need λ² < 10 * 0.99**1000 (SNR above ~48): "
+                "snr_est is a lower bound there."
+            ),
+        )
+    else:
+        snr, snr_est = error_if_failed((snr, snr_est), status, bool(throw))
+    return SnrEstimate(snr, snr_est, status)

@@ -11,13 +11,15 @@ import math
 
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Float
 
+from ._typing import IntScalar, Point3, RealScalar
 from ._validate import as_int, as_point3, as_positive_scalar
 
 __all__ = ["ico_n_vertices", "ico_source_space", "grid_source_space"]
 
 
-def ico_n_vertices(n: int) -> int:
+def ico_n_vertices(n: IntScalar) -> int:
     """Number of vertices of the icosahedron subdivided ``n`` times.
 
     Parameters
@@ -115,7 +117,11 @@ def _ico_unit(n: int) -> tuple[np.ndarray, np.ndarray]:
     return rr, tris
 
 
-def ico_source_space(n: int, radius=0.06, center=(0.0, 0.0, 0.04)):
+def ico_source_space(
+    n: IntScalar,
+    radius: RealScalar = 0.06,
+    center: Point3 = (0.0, 0.0, 0.04),
+) -> tuple[Float[Array, "src 3"], Float[Array, "src 3"]]:
     """Vertices of a subdivided icosahedron on a sphere, with outward normals.
 
     Parameters
@@ -151,7 +157,11 @@ def ico_source_space(n: int, radius=0.06, center=(0.0, 0.0, 0.04)):
     return jnp.asarray(pos), jnp.asarray(u)
 
 
-def grid_source_space(spacing, radius=0.06, center=(0.0, 0.0, 0.04)):
+def grid_source_space(
+    spacing: RealScalar,
+    radius: RealScalar = 0.06,
+    center: Point3 = (0.0, 0.0, 0.04),
+) -> tuple[Float[Array, "src 3"], Float[Array, "src 3"]]:
     """Regular cubic grid of points strictly inside a sphere, with radial normals.
 
     Parameters

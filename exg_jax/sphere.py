@@ -14,10 +14,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from . import _series
+from ._typing import IntScalar, NestedSequence, Point3, RealScalar
 from ._validate import as_float_array, as_int, check_finite, is_concrete
+from .status import RESULTS, SolverStatus, error_if_failed, make_status
+
+# Per-shell values (radii, conductivities) and the centre; leading axes: a
+# stacked batch of models (for vmap), a centre without them is shared.
+_Shells = Real[ArrayLike, "*batch shell"] | NestedSequence
+_Center = Real[ArrayLike, "*#batch 3"] | NestedSequence
 
 #: Largest shell radius accepted (m): radii are in metres, a head is ~0.1 m.
 MAX_RADIUS = 0.5
@@ -51,16 +58,16 @@ class SphereModel(eqx.Module):
     ``TypeError``; integer arrays are cast to JAX's default float dtype.
     """
 
-    radii: Float[Array, " shell"]
-    conductivities: Float[Array, " shell"]
-    center: Float[Array, "3"]
+    radii: Float[Array, "*batch shell"]
+    conductivities: Float[Array, "*batch shell"]
+    center: Float[Array, "*#batch 3"]
 
     def __init__(
         self,
-        radii=(0.067, 0.070, 0.075),
-        conductivities=(0.33, 0.0042, 0.33),
-        center=(0.0, 0.0, 0.04),
-    ):
+        radii: _Shells = (0.067, 0.070, 0.075),
+        conductivities: _Shells = (0.33, 0.0042, 0.33),
+        center: _Center = (0.0, 0.0, 0.04),
+    ) -> None:
         self.radii = as_float_array("radii", radii)
         self.conductivities = as_float_array("conductivities", conductivities)
         self.center = as_float_array("center", center)
@@ -106,7 +113,12 @@ class SphereModel(eqx.Module):
         return int(self.radii.shape[-1])
 
     @classmethod
-    def single_shell(cls, radius=0.09, conductivity=0.33, center=(0.0, 0.0, 0.04)):
+    def single_shell(
+        cls,
+        radius: RealScalar = 0.09,
+        conductivity: RealScalar = 0.33,
+        center: Point3 = (0.0, 0.0, 0.04),
+    ) -> SphereModel:
         """Homogeneous sphere of ``radius`` (m) and ``conductivity`` (S/m)."""
         return cls(
             jnp.atleast_1d(jnp.asarray(radius)),
@@ -115,7 +127,11 @@ class SphereModel(eqx.Module):
         )
 
     @classmethod
-    def mne_default(cls, head_radius=0.09, center=(0.0, 0.0, 0.04)):
+    def mne_default(
+        cls,
+        head_radius: RealScalar = 0.09,
+        center: Point3 = (0.0, 0.0, 0.04),
+    ) -> SphereModel:
         """MNE-Python's 4-shell model: relative radii 0.90/0.92/0.97/1.0, σ 0.33/1.0/0.004/0.33 S/m."""
         rel = jnp.asarray([0.90, 0.92, 0.97, 1.0])
         return cls(
@@ -165,6 +181,8 @@ def _sphere_error_if(radii, sigmas, center=None):
 class BergSchergParams(NamedTuple):
     """Berg–Scherg equivalent-dipole parameters of a :class:`SphereModel`.
 
+    A NamedTuple (a pytree: returned from ``jit``, batched by ``vmap``).
+
     Attributes
     ----------
     mu : Array, shape (n_fit,), dimensionless
@@ -177,58 +195,45 @@ class BergSchergParams(NamedTuple):
         Relative weighted residual variance of the fit (MNE-Python's "RV"):
         ``||r||^2 / ||y||^2`` with ``y`` the weighted target of the terms
         ``n >= 2`` after eliminating ``lambda_0`` for the largest ``mu``.
+    status : SolverStatus
+        Status of the fit (see :func:`berg_scherg_params`): ``iterations``
+        (int, damped-Newton iterations of the retained start), ``change``
+        (the relative gradient at the returned optimum), ``result``
+        (``RESULTS.successful``, ``poor_fit`` or ``nonfinite``) and
+        ``stats`` = ``{"misfit": ..., "gradient_converged": ...}``.
     """
 
-    mu: Array
-    lam: Array
-    residual: Array
+    mu: Float[Array, "*batch fit"]
+    lam: Float[Array, "*batch fit"]
+    residual: Float[Array, "*batch"]
+    status: SolverStatus
 
 
-class BergSchergStatus(NamedTuple):
-    """Solver status of :func:`berg_scherg_params` (``return_status=True``).
-
-    Attributes
-    ----------
-    n_iter : Array, shape (), int
-        Damped-Newton iterations of the retained start.
-    converged : Array, shape (), bool
-        Whether the gradient on the free unknowns is at rounding level
-        (``<= eps * scale``) at the returned optimum.
-    misfit : Array, shape (), dimensionless
-        Weighted misfit of the whole series relative to the weighted target,
-        ``sum_n w_{n-1}^2 (f_n - sum_j lambda_j mu_j^(n-1))^2 / sum_n w_{n-1}^2 f_n^2``
-        (``n = 2 .. n_terms``). Unlike ``residual`` it does not blow up for
-        nearly homogeneous models. The fit *failed* (``throw``) when it is
-        not finite, or when ``converged`` is False and ``misfit > BS_MISFIT_TOL``.
-    """
-
-    n_iter: Array
-    converged: Array
-    misfit: Array
-
-
-#: A non-converged Berg–Scherg fit with a ``misfit`` above this fails (``throw``).
-#: Measured: converged 3-dipole fits reach at most ~2e-4 (148 random 2–5-shell
-#: models, 4 decades of conductivity) and non-converged ones the same.
+#: A fit whose gradient has not converged fails (``throw``) when its series
+#: ``misfit`` is above this. Measured: converged 3-dipole fits reach at most
+#: ~2e-4 (148 random 2–5-shell models, 4 decades of conductivity) and
+#: non-converged ones the same.
 BS_MISFIT_TOL = 1e-3
 
 
-def _bs_failed(mu, lam, rv, misfit, converged):
+def _bs_status(mu, lam, rv, misfit, n_iter, converged, change) -> SolverStatus:
+    """The fit's :class:`SolverStatus`: ``nonfinite`` when anything is not
+    finite, ``poor_fit`` when the gradient has not converged and the misfit is
+    above ``BS_MISFIT_TOL``; otherwise ``successful``."""
     finite = (
         jnp.all(jnp.isfinite(mu))
         & jnp.all(jnp.isfinite(lam))
         & jnp.isfinite(rv)
         & jnp.isfinite(misfit)
     )
-    return ~finite | (~converged & ~(misfit <= BS_MISFIT_TOL))
-
-
-_BS_FAIL_MSG = (
-    "berg_scherg_params: the Berg–Scherg fit of the (traced) SphereModel failed "
-    f"(not converged with a series misfit > {BS_MISFIT_TOL:g}, or non-finite). "
-    "Use method='exact' in the forward, pass berg_scherg=(mu, lam), raise "
-    "n_starts / max_iter, or pass throw=False to get the best fit found."
-)
+    return make_status(
+        converged | (misfit <= BS_MISFIT_TOL),
+        n_iter,
+        change,
+        finite=finite,
+        stats={"misfit": misfit, "gradient_converged": converged},
+        failed_code=RESULTS.poor_fit,
+    )
 
 
 def _check_model(sphere) -> None:
@@ -245,7 +250,9 @@ def _coeffs_kernel(radii, sigmas, n_terms, check=False):
     return _series.series_coefficients(radii, sigmas, n_terms)
 
 
-def sphere_series_coefficients(sphere: SphereModel, n_terms: int = 200) -> Array:
+def sphere_series_coefficients(
+    sphere: SphereModel, n_terms: IntScalar = 200
+) -> Float[Array, "*batch term"]:
     r"""Exact multi-shell series coefficients ``f_n``, ``n = 1 .. n_terms``.
 
     Parameters
@@ -321,10 +328,13 @@ def _bs_core(
         mu = jnp.asarray([1.0] + [0.5**k for k in range(1, n_fit)], dtype)
         lam = jnp.zeros((n_fit,), dtype).at[0].set(1.0) / sigmas[-1]
         zero = jnp.zeros((), dtype)
-        return mu, lam, zero, jnp.asarray(0), jnp.asarray(True), zero
+        status = _bs_status(
+            mu, lam, zero, zero, jnp.asarray(0), jnp.asarray(True), zero
+        )
+        return mu, lam, zero, status
     fn = _series.series_coefficients(radii, sigmas, n_terms)
     w = _series.berg_scherg_weights(radii[0] / radii[-1], n_terms, dtype)
-    mu, lam, rv, n_iter, conv = _series.berg_scherg_fit(
+    mu, lam, rv, n_iter, conv, change = _series.berg_scherg_fit(
         fn, w, n_fit, n_starts=n_starts, max_iter=max_iter
     )
     # Misfit of the whole weighted series (not only after eliminating lambda_0).
@@ -333,11 +343,10 @@ def _bs_core(
     wt = sg(w[:-1])
     den = jnp.sum((wt * sg(fn[1:])) ** 2)
     misfit = jnp.sum((wt * (sg(fn[1:]) - model)) ** 2) / jnp.where(den > 0, den, 1.0)
-    if throw:  # traced: a failed fit must not reach a forward silently
-        mu, lam = eqx.error_if(
-            (mu, lam), _bs_failed(mu, lam, rv, misfit, conv), _BS_FAIL_MSG
-        )
-    return mu, lam / sigmas[-1], rv, n_iter, conv, misfit
+    status = _bs_status(mu, lam, rv, misfit, n_iter, conv, change)
+    # traced (throw): a failed fit must not reach a forward silently
+    mu, lam = error_if_failed((mu, lam), status, throw)
+    return mu, lam / sigmas[-1], rv, status
 
 
 _bs_kernel = eqx.filter_jit(_bs_core)
@@ -345,14 +354,13 @@ _bs_kernel = eqx.filter_jit(_bs_core)
 
 def berg_scherg_params(
     sphere: SphereModel,
-    n_terms: int = 200,
-    n_fit: int = 3,
+    n_terms: IntScalar = 200,
+    n_fit: IntScalar = 3,
     *,
-    n_starts: int = 8,
-    max_iter: int = 100,
-    return_status: bool = False,
-    throw: bool = True,
-):
+    n_starts: IntScalar = 8,
+    max_iter: IntScalar = 100,
+    throw: bool | np.bool_ = True,
+) -> BergSchergParams:
     """Fit Berg–Scherg equivalent dipoles to the exact multi-shell series.
 
     Equivalent to the fit in ``mne.make_sphere_model`` (``sphere['mu']``,
@@ -371,27 +379,43 @@ def berg_scherg_params(
         Number of best grid points refined by damped Newton.
     max_iter : int
         Maximum damped-Newton iterations per start.
-    return_status : bool
-        Also return a :class:`BergSchergStatus`.
     throw : bool
         What happens when the fit *fails* (as ``throw`` in optimistix): a
-        non-finite result, or ``status.converged`` False together with a
-        series ``misfit`` above ``BS_MISFIT_TOL`` = 1e-3. True (default): on
-        the eager path a ``RuntimeError`` with the model and the misfit; on a
-        traced model (``jit`` / ``vmap`` / ``grad``) an ``eqx.error_if`` in the
-        kernel (``eqx.EquinoxRuntimeError`` when the program runs). False: the
-        best fit found is returned (check ``status``). ``converged`` False
-        alone is not a failure: it is common (about 12 % of 3-shell models
-        over skull conductivities 0.001–0.33 S/m, e.g. every nearly
-        homogeneous one, where two ``mu`` coalesce) and those fits are as
-        good as converged ones (misfit <= 3e-4 measured).
+        non-finite result (``RESULTS.nonfinite``), or a gradient that has not
+        converged together with a series ``misfit`` above ``BS_MISFIT_TOL`` =
+        1e-3 (``RESULTS.poor_fit``). True (default): on the eager path a
+        ``RuntimeError`` with the model, the iterations and the misfit; on a
+        traced model (``jit`` / ``vmap`` / ``grad``) an ``eqx.error_if`` in
+        the kernel (``eqx.EquinoxRuntimeError`` when the program runs). False:
+        the best fit found is returned, silently; ``params.status`` says what
+        happened. An unconverged gradient alone is not a failure: it is common
+        (about 12 % of 3-shell models over skull conductivities 0.001–0.33
+        S/m, e.g. every nearly homogeneous one, where two ``mu`` coalesce) and
+        those fits are as good as converged ones (misfit <= 3e-4 measured).
 
     Returns
     -------
     params : BergSchergParams
-        ``mu`` (n_fit,), ``lam`` (n_fit,) in 1/(S/m), ``residual`` ().
-    status : BergSchergStatus
-        Only when ``return_status``.
+        ``mu`` (n_fit,), ``lam`` (n_fit,) in 1/(S/m), ``residual`` () and
+        ``status`` (:class:`~exg_jax.status.SolverStatus`):
+
+        * ``result``: ``RESULTS.successful``, ``RESULTS.poor_fit`` or
+          ``RESULTS.nonfinite`` (see ``throw``); ``status.converged`` is
+          ``result == RESULTS.successful``;
+        * ``iterations`` (int, ()): damped-Newton iterations of the retained
+          start (0 for a single shell);
+        * ``change`` (()): the relative gradient at the returned optimum,
+          ``max_F |g_F| / (||w p|| ||w f||)`` over the free unknowns ``F``
+          (``p = n - 1``; the denominator is the gradient's rounding scale);
+        * ``stats["gradient_converged"]`` (bool, ()): ``change <= eps`` (the
+          gradient is at rounding level; the implicit adjoint is exact);
+        * ``stats["misfit"]`` (()): weighted misfit of the whole series
+          relative to the weighted target,
+          ``sum_n w_{n-1}^2 (f_n - sum_j lambda_j mu_j^(n-1))^2 /
+          sum_n w_{n-1}^2 f_n^2`` (``n = 2 .. n_terms``); unlike
+          ``residual`` it does not blow up for nearly homogeneous models.
+
+        Batched along with ``mu`` / ``lam`` under ``vmap``.
 
     Notes
     -----
@@ -423,8 +447,8 @@ def berg_scherg_params(
     for some layered models the infimum is only approached as two ``mu``
     coalesce with diverging, opposite ``lambda`` (a dipole-derivative
     term); there the iteration stops at ``max_iter`` with
-    ``status.converged == False`` and the result is a good but not optimal
-    fit. With the default 8 starts, on the 3-shell default geometry and 30
+    ``status.stats["gradient_converged"] == False`` and the result is a good
+    but not optimal fit. With the default 8 starts, on the 3-shell default geometry and 30
     skull conductivities from 0.002 to 0.1 S/m, every fit converged and
     none had a larger residual than MNE-Python's (tests/test_sphere.py
     checks six of them).
@@ -442,7 +466,7 @@ def berg_scherg_params(
     if n_fit >= n_terms:
         raise ValueError(f"n_fit ({n_fit}) must be smaller than n_terms ({n_terms}).")
     concrete = is_concrete(sphere.radii, sphere.conductivities)
-    mu, lam, rv, n_iter, conv, misfit = _bs_kernel(
+    mu, lam, rv, status = _bs_kernel(
         sphere.radii,
         sphere.conductivities,
         n_terms=n_terms,
@@ -452,23 +476,23 @@ def berg_scherg_params(
         check=not concrete,
         throw=bool(throw) and not concrete,
     )
-    if throw and concrete:
-        failed = np.asarray(_bs_failed(mu, lam, rv, misfit, conv))
-        if np.any(failed):
-            raise RuntimeError(
-                "The Berg–Scherg fit failed for the SphereModel with radii "
-                f"{np.asarray(sphere.radii).tolist()} m and conductivities "
-                f"{np.asarray(sphere.conductivities).tolist()} S/m: not converged in "
-                f"{np.asarray(n_iter).tolist()} iterations (max_iter={max_iter}) with "
-                f"series misfit {np.asarray(misfit).tolist()} > {BS_MISFIT_TOL:g} (or "
-                "non-finite). Use method='exact' in the forward, pass "
-                "berg_scherg=(mu, lam), raise n_starts / max_iter, or pass "
-                "throw=False to get the best fit found."
-            )
-    params = BergSchergParams(mu, lam, rv)
-    if return_status:
-        return params, BergSchergStatus(n_iter, conv, misfit)
-    return params
+    if throw and concrete and not bool(np.all(np.asarray(status.converged))):
+        # The detailed message of check_status's kind (model, iterations,
+        # change, misfit), with what the forward's user can do.
+        raise RuntimeError(
+            "The Berg–Scherg fit failed for the SphereModel with radii "
+            f"{np.asarray(sphere.radii).tolist()} m and conductivities "
+            f"{np.asarray(sphere.conductivities).tolist()} S/m after "
+            f"{np.asarray(status.iterations).tolist()} iterations "
+            f"(max_iter={max_iter}; final relative gradient "
+            f"{np.asarray(status.change).tolist()}): series misfit "
+            f"{np.asarray(status.stats['misfit']).tolist()} > {BS_MISFIT_TOL:g} "
+            "with the gradient not converged, or non-finite values. Use "
+            "method='exact' in the forward, pass berg_scherg=(mu, lam), raise "
+            "n_starts / max_iter, or pass throw=False to get the best fit found "
+            "(with its status)."
+        )
+    return BergSchergParams(mu, lam, rv, status)
 
 
 # ---------------------------------------------------------------------------
@@ -507,7 +531,9 @@ def _fit_points_traced(p):
     return _series.fit_sphere_points(p, jnp.ones(p.shape[0], p.dtype))
 
 
-def fit_sphere_to_headshape(points):
+def fit_sphere_to_headshape(
+    points: Real[ArrayLike, "point 3"] | NestedSequence,
+) -> tuple[Float[Array, ""], Float[Array, "3"]]:
     """Least-squares sphere through electrode / digitisation points.
 
     Equivalent in purpose to ``mne.bem.fit_sphere_to_headshape`` (which takes

@@ -25,7 +25,7 @@ import pytest
 
 import exg_jax as ex
 from exg_jax.covariance import NoiseCov
-from exg_jax.eloreta import EloretaOptions, eloreta_weights
+from exg_jax.eloreta import eLORETA, eloreta_weights
 from exg_jax.forward import ForwardOperator
 from exg_jax.resolution import METRICS
 
@@ -34,7 +34,7 @@ N_CHAN = 8
 TRACED = (RuntimeError, ValueError)  # see the module docstring
 TRACED_LAMBDA2 = "traced lambda2"
 NOT_CONVERGED = r"did not converge.*max_iter=2.*throw=False"
-BAD_ELORETA = EloretaOptions(eps=1e-12, max_iter=2)
+BAD_ELORETA = eLORETA(eps=1e-12, max_iter=2)
 
 
 def _cast(tree, dtype):
@@ -217,8 +217,8 @@ def jitted(P):
     out["eloreta_weights"] = jax.jit(
         lambda lam: eloreta_weights(P["gain_white"], lam, n_orient=1)[0]
     )
-    out["eloreta_operator"] = jax.jit(
-        lambda lam: ex.eloreta_inverse_operator(inv, lam)[0].sing
+    out["eloreta_kernel"] = jax.jit(
+        lambda lam: ex.imaging_kernel(inv, lam, eLORETA()).kernel
     )
     return out
 
@@ -227,7 +227,7 @@ TRACED_LAMBDA2_CASES = [
     (entry, value)
     for entry in ("MNE", "dSPM", "sLORETA", "eLORETA", "epochs", "resolution")
     for value in (0.0, -0.5, np.nan)
-] + [(e, v) for e in ("eloreta_weights", "eloreta_operator") for v in (0.0, np.inf)]
+] + [(e, v) for e in ("eloreta_weights", "eloreta_kernel") for v in (0.0, np.inf)]
 
 
 @pytest.mark.parametrize("entry, value", TRACED_LAMBDA2_CASES)
@@ -269,22 +269,20 @@ def test_traced_nave(P, nave):
 
 # eLORETA non-convergence: throw=True (default) raises, eagerly and traced.
 def _elo_apply(P, opts):
-    return ex.apply_inverse(P["data"], P["inv"], LAM, "eLORETA", eloreta=opts)
+    return ex.apply_inverse(P["data"], P["inv"], LAM, opts)
 
 
 ELORETA_EAGER = {
     "apply_inverse": lambda P, o: _elo_apply(P, o),
     "apply_inverse_epochs": lambda P, o: ex.apply_inverse_epochs(
-        P["epochs"], P["inv"], LAM, "eLORETA", eloreta=o
+        P["epochs"], P["inv"], LAM, o
     ),
-    "eloreta_inverse_operator": lambda P, o: ex.eloreta_inverse_operator(
-        P["inv"], LAM, o
-    ),
+    "imaging_kernel": lambda P, o: ex.imaging_kernel(P["inv"], LAM, o),
     "eloreta_weights": lambda P, o: eloreta_weights(
-        P["gain_white"], LAM, n_orient=1, options=o
+        P["gain_white"], LAM, n_orient=1, method=o
     ),
     "make_resolution_matrix": lambda P, o: ex.make_resolution_matrix(
-        P["inv"], P["fwd"], LAM, "eLORETA", eloreta=o
+        P["inv"], P["fwd"], LAM, o
     ),
 }
 
@@ -298,26 +296,22 @@ def test_eloreta_not_converged_eager(P, entry):
 @pytest.mark.parametrize("transform", ["jit", "vmap"])
 def test_eloreta_not_converged_traced(P, transform):
     def f(lam):
-        return ex.apply_inverse(
-            P["data"], P["inv"], lam, "eLORETA", eloreta=BAD_ELORETA
-        ).data
+        return ex.apply_inverse(P["data"], P["inv"], lam, BAD_ELORETA).data
 
     g = jax.jit(f) if transform == "jit" else jax.vmap(f)
     lam = LAM if transform == "jit" else jnp.array([LAM, 2 * LAM])
     with pytest.raises(
-        TRACED, match=r"did not converge within max_iter=2.*throw=False"
+        TRACED, match=r"did not converge within its maximum number.*throw=False"
     ):
         jax.block_until_ready(g(lam))
 
 
 def test_eloreta_throw_false_returns_status(P):
-    opts = EloretaOptions(eps=1e-12, max_iter=2, throw=False)
+    opts = eLORETA(eps=1e-12, max_iter=2, throw=False)
     with pytest.warns(RuntimeWarning, match="did not converge"):
         stc = _elo_apply(P, opts)
-    assert not bool(stc.status.converged) and int(stc.status.n_iter) == 2
-    f = jax.jit(
-        lambda d: ex.apply_inverse(d, P["inv"], LAM, "eLORETA", eloreta=opts).status
-    )
+    assert not bool(stc.status.converged) and int(stc.status.iterations) == 2
+    f = jax.jit(lambda d: ex.apply_inverse(d, P["inv"], LAM, opts).status)
     assert not bool(f(P["data"]).converged)  # traced: no error, the status says it
 
 
@@ -429,8 +423,8 @@ LAMBDA2_ENTRIES = {
     "make_resolution_matrix": lambda P, lam: ex.make_resolution_matrix(
         P["inv"], P["fwd"], lam
     ),
-    "eloreta_inverse_operator": lambda P, lam: ex.eloreta_inverse_operator(
-        P["inv"], lam
+    "imaging_kernel eLORETA": lambda P, lam: ex.imaging_kernel(
+        P["inv"], lam, eLORETA()
     ),
     "eloreta_weights": lambda P, lam: eloreta_weights(P["gain_white"], lam, n_orient=1),
 }
@@ -516,14 +510,14 @@ ELO_OPT_BAD = {
 def test_eloreta_options_bad(bad):
     kw, exc, name = ELO_OPT_BAD[bad]
     with pytest.raises(exc, match=name):
-        EloretaOptions(**kw)
+        eLORETA(**kw)
 
 
 def test_eloreta_options_numpy_scalars_accepted():
-    opts = EloretaOptions(eps=np.float32(1e-6), max_iter=np.int64(50))
+    opts = eLORETA(eps=np.float32(1e-6), max_iter=np.int64(50))
     assert type(opts.eps) is float and type(opts.max_iter) is int
     # equal and equally hashed: NumPy scalars share the Python values' compilation
-    same = EloretaOptions(eps=float(np.float32(1e-6)), max_iter=50)
+    same = eLORETA(eps=float(np.float32(1e-6)), max_iter=50)
     assert opts == same and hash(opts) == hash(same)
 
 
@@ -588,7 +582,7 @@ WRONG_INV = {
     "apply_inverse_epochs": lambda P, x: ex.apply_inverse_epochs(P["epochs"], x, LAM),
     "estimate_snr": lambda P, x: ex.estimate_snr(P["data"], x),
     "make_resolution_matrix": lambda P, x: ex.make_resolution_matrix(x, P["fwd"], LAM),
-    "eloreta_inverse_operator": lambda P, x: ex.eloreta_inverse_operator(x, LAM),
+    "imaging_kernel eLORETA": lambda P, x: ex.imaging_kernel(x, LAM, eLORETA()),
 }
 
 
@@ -641,9 +635,9 @@ OTHER_TYPES = {
         lambda P: ex.make_inverse_operator(P["fwd"], P["cov"], avg_ref_proj="yes"),
         "avg_ref_proj",
     ),
-    "eloreta dict": (
-        lambda P: ex.apply_inverse(P["data"], P["inv"], LAM, "eLORETA", eloreta={}),
-        "eloreta",
+    "eloreta method dict": (
+        lambda P: ex.apply_inverse(P["data"], P["inv"], LAM, method={}),
+        "method",
     ),
     "data str": (lambda P: ex.apply_inverse("data.fif", P["inv"], LAM), "data"),
     "data complex": (
@@ -674,13 +668,13 @@ OTHER_TYPES = {
         lambda P: eloreta_weights(P["gain_white"], LAM, n_orient=True),
         "n_orient",
     ),
-    "options dict": (
-        lambda P: eloreta_weights(P["gain_white"], LAM, n_orient=1, options={}),
-        "options",
+    "eloreta_weights method dict": (
+        lambda P: eloreta_weights(P["gain_white"], LAM, n_orient=1, method={}),
+        "method",
     ),
-    "return_status str": (
-        lambda P: ex.estimate_snr(P["data"], P["inv"], return_status="yes"),
-        "return_status",
+    "snr throw str": (
+        lambda P: ex.estimate_snr(P["data"], P["inv"], throw="yes"),
+        "throw",
     ),
 }
 
@@ -734,11 +728,11 @@ MNE_CASES = {
     ),
     "Forward -> make_inverse_operator": (
         lambda P, M: ex.make_inverse_operator(M["forward"], P["cov"]),
-        r"fwd is an mne\.Forward.*ForwardOperator\.from_mne",
+        r"fwd is an mne\.Forward.*interop\.forward_from_mne",
     ),
     "Forward -> make_resolution_matrix": (
         lambda P, M: ex.make_resolution_matrix(P["inv"], M["forward"], LAM),
-        r"fwd is an mne\.Forward.*ForwardOperator\.from_mne",
+        r"fwd is an mne\.Forward.*interop\.forward_from_mne",
     ),
     "InverseOperator -> apply_inverse": (
         lambda P, M: ex.apply_inverse(P["data"], M["inverse"], LAM),
@@ -748,8 +742,8 @@ MNE_CASES = {
         lambda P, M: ex.estimate_snr(P["data"], M["inverse"]),
         r"inv is an mne\.InverseOperator.*make_inverse_operator",
     ),
-    "InverseOperator -> eloreta_inverse_operator": (
-        lambda P, M: ex.eloreta_inverse_operator(M["inverse"], LAM),
+    "InverseOperator -> imaging_kernel eLORETA": (
+        lambda P, M: ex.imaging_kernel(M["inverse"], LAM, eLORETA()),
         r"inv is an mne\.InverseOperator.*make_inverse_operator",
     ),
     "InverseOperator -> make_resolution_matrix": (
@@ -856,13 +850,9 @@ def F():
 def test_nan_data_under_jit_gives_nan(F, method, pick_ori):
     data = np.array(F["data"])
     data[2, 1] = np.nan
-    opts = EloretaOptions(throw=False)
+    opts = eLORETA(throw=False) if method == "eLORETA" else method
     out = jax.jit(
-        lambda d: (
-            ex.apply_inverse(
-                d, F["inv"], LAM, method, pick_ori=pick_ori, eloreta=opts
-            ).data
-        )
+        lambda d: ex.apply_inverse(d, F["inv"], LAM, opts, pick_ori=pick_ori).data
     )(jnp.asarray(data))
     assert np.all(np.isnan(np.asarray(out)[..., 1]))
 
@@ -875,8 +865,8 @@ def test_nan_operator_gives_nan_not_zero(F, method):
     @jax.jit
     def run(c, d):
         inv = ex.make_inverse_operator(F["fwd"], c, loose=0.2)
-        opts = EloretaOptions(throw=False)
-        return ex.apply_inverse(d, inv, LAM, method, eloreta=opts).data
+        opts = eLORETA(throw=False) if method == "eLORETA" else method
+        return ex.apply_inverse(d, inv, LAM, opts).data
 
     out = np.asarray(run(cov, jnp.asarray(F["data"])))
     assert np.all(np.isnan(out))
@@ -884,7 +874,7 @@ def test_nan_operator_gives_nan_not_zero(F, method):
 
 def test_nan_operator_snr_is_nan(F):
     inv = eqx.tree_at(lambda i: i.whitener, F["inv"], F["inv"].whitener * jnp.nan)
-    snr, snr_est = jax.jit(ex.estimate_snr)(jnp.asarray(F["data"]), inv)
+    snr, snr_est, _ = jax.jit(ex.estimate_snr)(jnp.asarray(F["data"]), inv)
     assert np.all(np.isnan(np.asarray(snr))) and np.all(np.isnan(np.asarray(snr_est)))
 
 
@@ -903,20 +893,14 @@ def test_nan_operator_snr_is_nan(F):
 )
 def test_extreme_scales_give_the_scaled_answer(F, method, dtype, cov_scale, data_scale):
     fwd = _cast(F["fwd"], dtype)
-    opts = EloretaOptions(throw=False)
+    opts = eLORETA(throw=False) if method == "eLORETA" else method
     ref_inv = ex.make_inverse_operator(F["fwd"], jnp.eye(N_CHAN) * 1e-12, loose=0.2)
-    ref = np.asarray(
-        ex.apply_inverse(
-            jnp.asarray(F["data"]), ref_inv, LAM, method, eloreta=opts
-        ).data
-    )
+    ref = np.asarray(ex.apply_inverse(jnp.asarray(F["data"]), ref_inv, LAM, opts).data)
     inv = ex.make_inverse_operator(
         fwd, jnp.eye(N_CHAN, dtype=dtype) * cov_scale, loose=0.2
     )
     c = data_scale / 1e-6
-    got = ex.apply_inverse(
-        jnp.asarray(F["data"] * c, dtype), inv, LAM, method, eloreta=opts
-    )
+    got = ex.apply_inverse(jnp.asarray(F["data"] * c, dtype), inv, LAM, opts)
     got = np.asarray(got.data, np.float64)
     if method in ("MNE", "eLORETA"):
         ref = ref * c

@@ -8,7 +8,7 @@ import sklearn.covariance as sk  # noqa: E402
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exg_jax.covariance import compute_covariance, compute_covariance_epochs
+from exg_jax.covariance import NoiseCov, compute_covariance, compute_covariance_epochs
 
 
 def _rel(a, b):
@@ -83,3 +83,26 @@ def test_bad_input():
         compute_covariance_epochs(x[None])
     with pytest.raises(ValueError, match="3-D"):
         compute_covariance_epochs(np.zeros((4, 10)))
+
+
+def test_nfree_is_a_data_leaf():
+    """``nfree`` is an integer array leaf (None when unknown): no recompilation."""
+    x = np.random.default_rng(4).standard_normal((3, 10))
+    cov = compute_covariance(x)
+    assert jnp.issubdtype(cov.nfree.dtype, jnp.integer) and cov.nfree.shape == ()
+    assert NoiseCov(jnp.eye(3)).nfree is None
+    assert int(NoiseCov(jnp.eye(3), 7).nfree) == 7  # positional, MNE's cov["nfree"]
+    assert len(jax.tree_util.tree_leaves(cov)) == 2
+    traces = []
+
+    @jax.jit
+    def trace(c):
+        traces.append(None)
+        return jnp.trace(c.data) * c.nfree
+
+    assert float(trace(NoiseCov(jnp.eye(3), 10))) == 30.0
+    assert float(trace(NoiseCov(jnp.eye(3), 20))) == 60.0
+    assert len(traces) == 1
+    for bad in (2.5, True, np.array(2.0), "10"):
+        with pytest.raises(TypeError, match="nfree"):
+            NoiseCov(jnp.eye(3), bad)

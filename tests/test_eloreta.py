@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,16 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exg_jax.eloreta import (
-    EloretaOptions,
-    EloretaStatus,
-    _make_config,
+    _config,
     _solve_weights,
-    _sym_pow,
     _times_r_sqrt,
     _weights_sqrt,
-    eloreta_inverse_operator,
+    eLORETA,
     eloreta_weights,
 )
+from exg_jax.status import RESULTS, SolverStatus
 
 # (n_orient, force_equal, loose)
 CASES = [
@@ -121,26 +121,40 @@ def test_weights_match_numpy_reference(case):
     n_orient, force_equal, _ = case
     G, std = _problem(case)
     lam2 = 0.05
-    opts = EloretaOptions(eps=1e-9, max_iter=300, force_equal=force_equal)
+    method = eLORETA(eps=1e-9, max_iter=300, force_equal=force_equal)
     R_ref, it_ref, delta_ref = np_eloreta(
         G, n_orient, std, lam2, 1e-9, 300, force_equal
     )
     R, status = eloreta_weights(
-        G, lam2, n_orient=n_orient, source_std=std, options=opts
+        G, lam2, n_orient=n_orient, source_std=std, method=method
     )
-    assert isinstance(status, EloretaStatus)
-    assert int(status.n_iter) == it_ref
-    assert bool(status.converged)
+    assert isinstance(status, SolverStatus)
+    assert int(status.iterations) == it_ref
+    assert bool(status.converged) and status.result == RESULTS.successful
     # measured: delta 9.6e-7 relative, R 9.0e-13 relative / 1.5e-15 of max |R|
-    np.testing.assert_allclose(float(status.delta), delta_ref, rtol=1e-5)
+    np.testing.assert_allclose(float(status.change), delta_ref, rtol=1e-5)
     np.testing.assert_allclose(
         np.asarray(R), R_ref, rtol=1e-11, atol=1e-14 * np.abs(R_ref).max()
     )
 
 
+def _duck_operator(G, std, n_orient):
+    """The fields of an InverseOperator that ``eLORETA.factors`` reads, from G."""
+    U, s, Vt = np.linalg.svd(G, full_matrices=False)
+    return SimpleNamespace(
+        eigen_fields=jnp.asarray(U.T),
+        sing=jnp.asarray(s),
+        eigen_leads=jnp.asarray(Vt.T),
+        source_std=jnp.ones(G.shape[1]),
+        orient_prior=None if std is None else jnp.asarray(std**2),
+        n_orient=n_orient,
+        rank=G.shape[0],
+    )
+
+
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_kernel_matches_mne_compute_eloreta(case):
-    """The SVD-form operator built from our weights equals MNE's on the same whitened gain."""
+def test_factors_match_mne_compute_eloreta(case):
+    """eLORETA().factors give MNE's operator (_compute_eloreta) on the same whitened gain."""
     from mne.minimum_norm._eloreta import _compute_eloreta
 
     n_orient, force_equal, _ = case
@@ -162,11 +176,21 @@ def test_kernel_matches_mne_compute_eloreta(case):
         inv["reginv"][:, None] * inv["eigen_fields"]["data"]
     )
 
-    opts = EloretaOptions(eps=1e-10, max_iter=500, force_equal=force_equal)
-    R, _ = eloreta_weights(G, lam2, n_orient=n_orient, source_std=std, options=opts)
-    K = _np_kernel(G, np.asarray(R), n_orient, force_equal, lam2)
+    method = eLORETA(eps=1e-10, max_iter=500, force_equal=force_equal)
+    fac, status = method.factors(_duck_operator(G, std, n_orient), jnp.asarray(lam2))
+    assert bool(status.converged)
+    np.testing.assert_allclose(np.asarray(fac.sing), inv["sing"], rtol=1e-12)
+    sing = np.asarray(fac.sing)
+    K = np.asarray(fac.leads) @ (
+        (sing / (sing**2 + lam2))[:, None] * np.asarray(fac.eigen_fields)
+    )
     err = np.abs(K - K_mne).max() / np.abs(K_mne).max()
     assert err <= 1e-13, err  # measured <= 5.7e-15
+    # and the weights alone give the same kernel R Gᵀ (G R Gᵀ + λ² I)⁻¹
+    R, _ = eloreta_weights(G, lam2, n_orient=n_orient, source_std=std, method=method)
+    K = _np_kernel(G, np.asarray(R), n_orient, force_equal, lam2)
+    err = np.abs(K - K_mne).max() / np.abs(K_mne).max()
+    assert err <= 1e-13, err
 
 
 def test_rank_truncation_matches_reference():
@@ -174,10 +198,10 @@ def test_rank_truncation_matches_reference():
     rng = np.random.default_rng(3)
     G = rng.standard_normal((10, 60))
     G -= G.mean(0)  # rank 9, like an average-referenced unwhitened gain
-    opts = EloretaOptions(eps=1e-9, max_iter=300, force_equal=False)
+    method = eLORETA(eps=1e-9, max_iter=300, force_equal=False)
     R_ref, it_ref, _ = np_eloreta(G, 3, None, 0.1, 1e-9, 300, False, n_nzero=9)
-    R, status = eloreta_weights(G, 0.1, n_orient=3, n_nzero=9, options=opts)
-    assert int(status.n_iter) == it_ref
+    R, status = eloreta_weights(G, 0.1, n_orient=3, n_nzero=9, method=method)
+    assert int(status.iterations) == it_ref
     # measured 1.5e-13 relative, 1.4e-15 of max |R|
     np.testing.assert_allclose(
         np.asarray(R), R_ref, rtol=2e-12, atol=2e-14 * np.abs(R_ref).max()
@@ -186,74 +210,95 @@ def test_rank_truncation_matches_reference():
 
 def test_nonconvergence_warns_and_status_says_so():
     G, _ = _problem(CASES[1])
-    opts = EloretaOptions(eps=1e-12, max_iter=2, force_equal=False, throw=False)
+    method = eLORETA(eps=1e-12, max_iter=2, force_equal=False, throw=False)
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        _, status = eloreta_weights(G, 0.1, n_orient=3, options=opts)
-    # default throw=True: an error naming max_iter / eps and the way out
-    with pytest.raises(RuntimeError, match=r"max_iter=2.*throw=False"):
-        eloreta_weights(
-            G, 0.1, n_orient=3, options=EloretaOptions(eps=1e-12, max_iter=2)
-        )
-    assert int(status.n_iter) == 2
+        _, status = eloreta_weights(G, 0.1, n_orient=3, method=method)
+    # default throw=True: an error naming the iterations, max_iter / eps and the way out
+    with pytest.raises(
+        RuntimeError, match=r"after 2 iterations.*eps=1e-12.*max_iter=2.*throw=False"
+    ):
+        eloreta_weights(G, 0.1, n_orient=3, method=eLORETA(eps=1e-12, max_iter=2))
+    assert int(status.iterations) == 2
     assert not bool(status.converged)
-    assert float(status.delta) >= 1e-12
+    assert status.result == RESULTS.max_steps_reached
+    assert float(status.change) >= 1e-12
+    # traced (jit, throw=True): the error lives in the compiled program
+    f = jax.jit(
+        lambda g: eloreta_weights(
+            g, 0.1, n_orient=3, method=eLORETA(eps=1e-12, max_iter=2)
+        )[0]
+    )
+    with pytest.raises(RuntimeError, match="did not converge"):
+        jax.block_until_ready(f(jnp.asarray(G)))
     # converged: no warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, status = eloreta_weights(
-            G, 0.1, n_orient=3, options=EloretaOptions(1e-6, 200)
+            G, 0.1, n_orient=3, method=eLORETA(eps=1e-6, max_iter=200)
         )
     assert bool(status.converged)
 
 
 def test_jit_equals_eager_and_no_recompile_for_lambda2():
     G, _ = _problem(CASES[1])
-    opts = EloretaOptions(eps=1e-8, max_iter=100)
-    R_eager, st = eloreta_weights(G, 0.1, n_orient=3, options=opts)
-    f = jax.jit(lambda g, lam: eloreta_weights(g, lam, n_orient=3, options=opts))
+    method = eLORETA(eps=1e-8, max_iter=100)
+    R_eager, st = eloreta_weights(G, 0.1, n_orient=3, method=method)
+    f = jax.jit(lambda g, lam: eloreta_weights(g, lam, n_orient=3, method=method))
     R_jit, st_jit = f(jnp.asarray(G), 0.1)
     np.testing.assert_allclose(
         np.asarray(R_jit), np.asarray(R_eager), rtol=1e-12, atol=1e-14
     )
-    assert int(st_jit.n_iter) == int(st.n_iter)
+    assert int(st_jit.iterations) == int(st.iterations)
     f(jnp.asarray(G), 0.2)
     assert f._cache_size() == 1
 
 
 def test_vmap_over_lambda2_equals_loop():
     G, _ = _problem(CASES[0])
-    opts = EloretaOptions(eps=1e-9, max_iter=200)
+    method = eLORETA(eps=1e-9, max_iter=200)
     lams = jnp.array([0.01, 0.1, 1.0])
-    Rb, stb = jax.vmap(lambda lam: eloreta_weights(G, lam, n_orient=1, options=opts))(
+    Rb, stb = jax.vmap(lambda lam: eloreta_weights(G, lam, n_orient=1, method=method))(
         lams
     )
     for i, lam in enumerate(lams):
-        R, st = eloreta_weights(G, float(lam), n_orient=1, options=opts)
+        R, st = eloreta_weights(G, float(lam), n_orient=1, method=method)
         np.testing.assert_allclose(np.asarray(Rb[i]), np.asarray(R), rtol=1e-9)
         assert bool(stb.converged[i])
+        assert int(stb.iterations[i]) == int(st.iterations)
 
 
 def test_bad_options_raise():
     with pytest.raises(ValueError, match="eps"):
-        EloretaOptions(eps=-1.0)
+        eLORETA(eps=-1.0)
     with pytest.raises(ValueError, match="max_iter"):
-        EloretaOptions(max_iter=0)
+        eLORETA(max_iter=0)
     with pytest.raises(TypeError, match="force_equal"):
-        EloretaOptions(force_equal="yes")
+        eLORETA(force_equal="yes")
+    with pytest.raises(TypeError, match="throw"):
+        eLORETA(throw="no")
+    # NumPy scalars are accepted and stored as Python scalars (equal, hashable)
+    m = eLORETA(eps=np.float64(1e-6), max_iter=np.int64(20), throw=np.True_)
+    assert m == eLORETA() and hash(m) == hash(eLORETA())
+    assert type(m.eps) is float and type(m.max_iter) is int
+    assert m.for_eager() == eLORETA(throw=False) and m.name == "eLORETA"
     G, _ = _problem(CASES[0])
     with pytest.raises(ValueError, match="lambda2"):
         eloreta_weights(G, -0.1, n_orient=1)
     with pytest.raises(ValueError, match="gain"):
         eloreta_weights(np.full((3, 6), np.nan), 0.1, n_orient=1)
+    with pytest.raises(TypeError, match="method"):
+        eloreta_weights(G, 0.1, n_orient=1, method="eLORETA")
 
 
 # --------------------------------------------------------------------------- #
-# Gradients (implicit differentiation of the fixed point)
+# Gradients (implicit differentiation of the fixed point), reverse and forward
 # --------------------------------------------------------------------------- #
 def _kernel_loss_fn(case, std, y, weights):
     n_orient, force_equal, _ = case
     n_chan = y.shape[0]
-    cfg = _make_config(n_orient, n_chan, EloretaOptions(1e-13, 2000, force_equal))
+    cfg = _config(
+        n_orient, n_chan, eLORETA(eps=1e-13, max_iter=2000, force_equal=force_equal)
+    )
     std = jnp.ones(weights.shape[0]) if std is None else jnp.asarray(std)
 
     def loss(G, lam):
@@ -267,25 +312,32 @@ def _kernel_loss_fn(case, std, y, weights):
     return loss
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=CASE_IDS[:2])
-def test_grad_lambda2_and_gain_vs_finite_differences(case):
+def _grad_problem(case):
     G, std = _problem(case, n_chan=10, n_src=15, seed=2)
     rng = np.random.default_rng(5)
     y = jnp.asarray(rng.standard_normal(G.shape[0]))
     weights = jnp.asarray(rng.uniform(0.5, 1.5, G.shape[1]))
     loss = _kernel_loss_fn(case, std, y, weights)
-    G = jnp.asarray(G)
     D = jnp.asarray(rng.standard_normal(G.shape))
-    h = 1e-5
+    return loss, jnp.asarray(G), D
+
+
+def _central_fd(loss, G, lam, D, h):
+    """Central differences along D (gain) and along λ², in one vmapped batch."""
+    sg = jnp.array([1.0, -1.0, 0.0, 0.0])
+    sl = jnp.array([0.0, 0.0, 1.0, -1.0])
+    vals = jax.vmap(loss)(G + h * sg[:, None, None] * D, lam + h * sl)
+    return (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (2 * h)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=CASE_IDS[:2])
+def test_grad_lambda2_and_gain_vs_finite_differences(case):
+    loss, G, D = _grad_problem(case)
 
     @jax.jit
     def check(G, lam):
         gG, gl = jax.grad(loss, argnums=(0, 1))(G, lam)
-        sg = jnp.array([1.0, -1.0, 0.0, 0.0])
-        sl = jnp.array([0.0, 0.0, 1.0, -1.0])
-        vals = jax.vmap(loss)(G + h * sg[:, None, None] * D, lam + h * sl)
-        fd_G = (vals[0] - vals[1]) / (2 * h)
-        fd_l = (vals[2] - vals[3]) / (2 * h)
+        fd_G, fd_l = _central_fd(loss, G, lam, D, 1e-5)
         return gG, gl, fd_l, jnp.sum(gG * D), fd_G
 
     gG, gl, fd_l, gD, fd_G = check(G, 0.1)
@@ -295,29 +347,29 @@ def test_grad_lambda2_and_gain_vs_finite_differences(case):
     assert abs(gD - fd_G) <= 1e-8 * abs(fd_G)
 
 
-def test_sym_pow_gradient_finite_on_degenerate_blocks():
-    """sqrt / inverse sqrt of 3x3 blocks with repeated eigenvalues: finite, correct derivatives."""
-    rng = np.random.default_rng(0)
-    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
-    m = jnp.asarray(np.stack([Q @ np.diag([2.0, 2.0, 0.5]) @ Q.T, np.eye(3) * 1.5]))
-    dm = rng.standard_normal((2, 3, 3))
-    dm = jnp.asarray(dm + np.swapaxes(dm, 1, 2))
-    h = 1e-6
-    for p in (0.5, -0.5):
+def test_forward_mode_jvp_jacfwd_and_hessian_vs_finite_differences():
+    """jax.jvp / jax.jacfwd / jax.hessian through the fixed point (optimistix's
+    implicit adjoint is a custom_jvp, so forward mode works; free orientation,
+    3 x 3 blocks: the fixed case shares the machinery and costs another compile)."""
+    loss, G, D = _grad_problem(CASES[1])
+    h = 1e-5
 
-        @jax.jit
-        def check(m, dm, p=p):
-            f = lambda a: _sym_pow(a, p)  # noqa: E731
-            _, jvp = jax.jvp(f, (m,), (dm,))
-            fd = (f(m + h * dm) - f(m - h * dm)) / (2 * h)
-            g = jax.grad(lambda a: jnp.sum(f(a) ** 2))(m)
-            return jvp, fd, g
+    @jax.jit
+    def check(G, lam):
+        _, jvp_G = jax.jvp(lambda g: loss(g, lam), (G,), (D,))
+        d_lam = jax.jacfwd(loss, argnums=1)(G, lam)
+        fd_G, fd_l = _central_fd(loss, G, lam, D, h)
+        hess = jax.hessian(loss, argnums=1)(G, lam)
+        g = jax.grad(loss, argnums=1)
+        fd_h = (g(G, lam + h) - g(G, lam - h)) / (2 * h)
+        return jvp_G, fd_G, d_lam, fd_l, hess, fd_h
 
-        jvp, fd, g = check(m, dm)
-        np.testing.assert_allclose(
-            np.asarray(jvp), np.asarray(fd), rtol=1e-6, atol=1e-8
-        )
-        assert np.isfinite(np.asarray(g)).all()
+    jvp_G, fd_G, d_lam, fd_l, hess, fd_h = check(G, 0.1)
+    # measured 1.9e-10, 9.6e-10 (as reverse mode) and 2.2e-9 (central FD)
+    assert abs(jvp_G - fd_G) <= 1e-8 * abs(fd_G), (jvp_G, fd_G)
+    assert abs(d_lam - fd_l) <= 1e-7 * abs(fd_l), (d_lam, fd_l)
+    assert np.isfinite(float(hess))
+    assert abs(hess - fd_h) <= 1e-6 * abs(fd_h), (hess, fd_h)
 
 
 # --------------------------------------------------------------------------- #
@@ -340,7 +392,7 @@ def mne_problem():
     from _oracle import mne_sphere_forward
 
     from exg_jax.covariance import NoiseCov
-    from exg_jax.forward import ForwardOperator
+    from exg_jax.interop import forward_from_mne
     from exg_jax.inverse import make_inverse_operator
 
     mne.set_log_level("ERROR")
@@ -354,7 +406,7 @@ def mne_problem():
     data = rng.standard_normal((n, 6)) * 1e-6
     evoked = mne.EvokedArray(data, info, nave=1)
     evoked.set_eeg_reference(projection=True)
-    ours = ForwardOperator.from_mne(fwd, reference=None)
+    ours = forward_from_mne(fwd, reference=None)
     ops = {}
     for name, (kw, _) in OP_CASES.items():
         inv_m = mne.minimum_norm.make_inverse_operator(evoked.info, fwd, mne_cov, **kw)
@@ -385,74 +437,79 @@ def test_apply_inverse_eloreta_matches_mne(mne_problem, case):
         text = log.getvalue()
     mne_iter = text.count("Iteration ")
     assert mne_iter > 0 and "did not converge" not in text
-    opts = EloretaOptions(**params)
-    stc = apply_inverse(mne_problem["data"], inv_o, LAMBDA2, "eLORETA", eloreta=opts)
+    stc = apply_inverse(mne_problem["data"], inv_o, LAMBDA2, eLORETA(**params))
+    assert stc.method == "eLORETA"
     got = np.asarray(stc.data)
     assert got.shape == ref.shape
     err = np.abs(got - ref).max() / np.abs(ref).max()
     # measured: free / loose <= 4e-13 (float64 rounding); fixed 2.1e-7 (MNE stores
     # its converted fixed gain in float32)
     assert err <= (1e-6 if case == "fixed" else 1e-11), err
-    assert int(stc.status.n_iter) == mne_iter
+    assert int(stc.status.iterations) == mne_iter
     assert bool(stc.status.converged)
 
 
-def test_operator_not_mutated_and_fields(mne_problem):
+def test_factors_leave_operator_unchanged(mne_problem):
+    from exg_jax.inverse import apply_inverse
+
     inv = mne_problem["ops"]["loose0.2"][1]
     before = jax.tree_util.tree_map(np.array, jax.tree_util.tree_leaves(inv))
-    new, status = eloreta_inverse_operator(inv, LAMBDA2, EloretaOptions(1e-8, 200))
+    fac, status = eLORETA(eps=1e-8, max_iter=200).factors(inv, jnp.asarray(LAMBDA2))
     after = jax.tree_util.tree_leaves(inv)
     assert len(before) == len(after)
     for a, b in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, np.asarray(b))
-    assert not inv.eigen_leads_weighted
-    assert new.eigen_leads_weighted
-    np.testing.assert_array_equal(np.asarray(new.source_cov), 1.0)
-    assert new.eigen_leads.shape == inv.eigen_leads.shape
-    assert new.sing.shape == inv.sing.shape
+    assert fac.leads.shape == inv.eigen_leads.shape
+    assert fac.eigen_fields.shape == inv.eigen_fields.shape
+    assert fac.sing.shape == inv.sing.shape
     assert bool(status.converged)
-    with pytest.raises(ValueError, match="eigen_leads_weighted"):
-        eloreta_inverse_operator(new, LAMBDA2)
+    assert eLORETA().noise_weight(fac.sing, LAMBDA2) is None
     with pytest.raises(ValueError, match="lambda2"):
-        eloreta_inverse_operator(inv, 0.0)
+        apply_inverse(mne_problem["data"], inv, 0.0, eLORETA())
 
 
-def test_operator_jit_equals_eager_and_nonconvergence(mne_problem):
+def test_jit_equals_eager_and_nonconvergence(mne_problem):
+    """imaging_kernel eagerly (for_eager + check) and under jit (throw in the program)."""
+    from exg_jax.inverse import apply_inverse, apply_inverse_epochs, imaging_kernel
+
     inv = mne_problem["ops"]["free-indep"][1]
-    opts = EloretaOptions(eps=1e-8, max_iter=200)
-    eager, st_e = eloreta_inverse_operator(inv, LAMBDA2, opts)
-    jitted, st_j = jax.jit(lambda i, lam: eloreta_inverse_operator(i, lam, opts))(
-        inv, LAMBDA2
+    method = eLORETA(eps=1e-8, max_iter=200)
+    eager = imaging_kernel(inv, LAMBDA2, method)
+    jitted = jax.jit(lambda i, lam: imaging_kernel(i, lam, method))(inv, LAMBDA2)
+    direct = eqx.filter_jit(lambda i, lam: method.kernel(i, lam, None))(
+        inv, jnp.asarray(LAMBDA2)
     )
-    k_e = eager.eigen_leads @ (eager.sing[:, None] * eager.eigen_fields)
-    k_j = jitted.eigen_leads @ (jitted.sing[:, None] * jitted.eigen_fields)
-    np.testing.assert_allclose(
-        np.asarray(k_j),
-        np.asarray(k_e),
-        rtol=1e-10,
-        atol=1e-12 * float(jnp.abs(k_e).max()),
-    )
-    assert int(st_e.n_iter) == int(st_j.n_iter)
-    with pytest.warns(RuntimeWarning, match="did not converge"):
-        _, st = eloreta_inverse_operator(
-            inv, LAMBDA2, EloretaOptions(eps=1e-8, max_iter=3, throw=False)
+    for other in (jitted, direct):
+        np.testing.assert_allclose(
+            np.asarray(other.kernel),
+            np.asarray(eager.kernel),
+            rtol=1e-10,
+            atol=1e-12 * float(jnp.abs(eager.kernel).max()),
         )
-    assert int(st.n_iter) == 3 and not bool(st.converged)
-    with pytest.raises(RuntimeError, match=r"in 3 iterations.*max_iter=3"):
-        eloreta_inverse_operator(inv, LAMBDA2, EloretaOptions(eps=1e-8, max_iter=3))
+        assert int(other.status.iterations) == int(eager.status.iterations)
+    assert eager.noise_norm is None and eager.method == "eLORETA"
+    lax_ = eLORETA(eps=1e-8, max_iter=3, throw=False)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        k = imaging_kernel(inv, LAMBDA2, lax_)
+    st = k.status
+    assert int(st.iterations) == 3 and not bool(st.converged)
+    assert st.result == RESULTS.max_steps_reached
+    strict = eLORETA(eps=1e-8, max_iter=3)
+    with pytest.raises(RuntimeError, match=r"after 3 iterations.*max_iter=3"):
+        imaging_kernel(inv, LAMBDA2, strict)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        jax.block_until_ready(
+            jax.jit(lambda d: apply_inverse(d, inv, LAMBDA2, strict).data)(
+                jnp.asarray(mne_problem["data"])
+            )
+        )
     # the status reaches the user through apply_inverse_epochs
-    from exg_jax.inverse import apply_inverse_epochs
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         stc = apply_inverse_epochs(
-            jnp.asarray(mne_problem["data"])[None],
-            inv,
-            LAMBDA2,
-            "eLORETA",
-            eloreta=EloretaOptions(eps=1e-8, max_iter=3, throw=False),
+            jnp.asarray(mne_problem["data"])[None], inv, LAMBDA2, lax_
         )
-    assert int(stc.status.n_iter) == 3 and not bool(stc.status.converged)
+    assert int(stc.status.iterations) == 3 and not bool(stc.status.converged)
 
 
 # --------------------------------------------------------------------------- #
@@ -461,11 +518,11 @@ def test_operator_jit_equals_eager_and_nonconvergence(mne_problem):
 def test_grad_sphere_parameters_and_lambda2_end_to_end():
     """SphereModel radii / conductivities and λ² -> forward -> inverse -> eLORETA map."""
     from exg_jax.covariance import NoiseCov
-    from exg_jax.forward import make_sphere_forward_free
     from exg_jax.inverse import apply_inverse, make_inverse_operator
     from exg_jax.montage import standard_montage
     from exg_jax.source_space import ico_source_space
     from exg_jax.sphere import SphereModel
+    from exg_jax.sphere_forward import make_sphere_forward_free
 
     _, el = standard_montage("standard_1020")
     pos, nn = ico_source_space(1, radius=0.05)
@@ -473,7 +530,7 @@ def test_grad_sphere_parameters_and_lambda2_end_to_end():
     rng = np.random.default_rng(0)
     data = jnp.asarray(rng.standard_normal((n, 4)))
     cov = NoiseCov(jnp.eye(n))
-    opts = EloretaOptions(eps=1e-12, max_iter=500)
+    method = eLORETA(eps=1e-12, max_iter=500)
 
     def loss(radii, cond, lam):
         sph = SphereModel(radii=radii, conductivities=cond, center=(0.0, 0.0, 0.04))
@@ -486,7 +543,7 @@ def test_grad_sphere_parameters_and_lambda2_end_to_end():
             n_terms=30,
         )
         inv = make_inverse_operator(fwd, cov, depth=0.8, loose=0.2)
-        sol = apply_inverse(data, inv, lam, "eLORETA", eloreta=opts).data
+        sol = apply_inverse(data, inv, lam, method).data
         return jnp.sum(sol**2) * 1e-12
 
     r0 = jnp.array([0.067, 0.070, 0.075])
@@ -529,11 +586,11 @@ def test_grad_sphere_parameters_and_lambda2_end_to_end():
 def test_eloreta_and_sloreta_peak_at_true_source(depth_frac, log_lambda2, seed, depth):
     """Noise-free single dipoles on a fixed-orientation sphere forward: every map peaks on its source."""
     from exg_jax.covariance import NoiseCov
-    from exg_jax.forward import make_sphere_forward
     from exg_jax.inverse import apply_inverse, make_inverse_operator
     from exg_jax.montage import standard_montage
     from exg_jax.source_space import ico_source_space
     from exg_jax.sphere import SphereModel
+    from exg_jax.sphere_forward import make_sphere_forward
 
     sphere = SphereModel()
     _, el = standard_montage("standard_1010", radius=0.075)
@@ -549,13 +606,8 @@ def test_eloreta_and_sloreta_peak_at_true_source(depth_frac, log_lambda2, seed, 
     )
     lam = 10.0**log_lambda2
     data = fwd.gain  # column k: the noise-free topography of source k alone
-    for method in ("eLORETA", "sLORETA"):
-        kw = (
-            dict(eloreta=EloretaOptions(eps=1e-8, max_iter=500))
-            if method == "eLORETA"
-            else {}
-        )
-        maps = np.abs(np.asarray(apply_inverse(data, inv, lam, method, **kw).data))
+    for method in (eLORETA(eps=1e-8, max_iter=500), "sLORETA"):
+        maps = np.abs(np.asarray(apply_inverse(data, inv, lam, method).data))
         np.testing.assert_array_equal(np.argmax(maps, axis=0), np.arange(pos.shape[0]))
 
 
@@ -570,13 +622,14 @@ def test_float32_follows_dtype_and_converges(mne_problem):
         ),
         inv,
     )
-    new64, st64 = eloreta_inverse_operator(inv, LAMBDA2, EloretaOptions(1e-8, 200))
-    new32, st32 = eloreta_inverse_operator(inv32, LAMBDA2, EloretaOptions(1e-5, 200))
-    assert new32.eigen_leads.dtype == jnp.float32
+    fit = eqx.filter_jit(lambda i, m: m.factors(i, jnp.asarray(LAMBDA2, i.sing.dtype)))
+    fac64, st64 = fit(inv, eLORETA(eps=1e-8, max_iter=200))
+    fac32, st32 = fit(inv32, eLORETA(eps=1e-5, max_iter=200))
+    assert fac32.leads.dtype == jnp.float32
     assert bool(st32.converged) and bool(st64.converged)
-    assert 0 < int(st32.n_iter) < int(st64.n_iter)
-    k64 = np.asarray(new64.eigen_leads @ (new64.sing[:, None] * new64.eigen_fields))
+    assert 0 < int(st32.iterations) < int(st64.iterations)
+    k64 = np.asarray(fac64.leads @ (fac64.sing[:, None] * fac64.eigen_fields))
     k32 = np.asarray(
-        new32.eigen_leads @ (new32.sing[:, None] * new32.eigen_fields), np.float64
+        fac32.leads @ (fac32.sing[:, None] * fac32.eigen_fields), np.float64
     )
     assert np.abs(k32 - k64).max() <= 1e-3 * np.abs(k64).max()

@@ -1,4 +1,5 @@
-"""Tests for exg_jax.forward: spherical-head EEG lead fields.
+"""Tests for exg_jax.sphere_forward (spherical-head EEG lead fields), exg_jax.forward
+and exg_jax.interop.
 
 Oracles: MNE-Python's ``make_forward_solution`` with a sphere model, the
 closed-form homogeneous-sphere potential written here independently, central
@@ -13,13 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exg_jax.forward import (
-    ForwardOperator,
-    make_sphere_forward,
-    make_sphere_forward_free,
-)
+from exg_jax import interop, sphere_forward
+from exg_jax.forward import ForwardOperator
+from exg_jax.interop import forward_from_mne, from_mne
 from exg_jax.source_space import ico_source_space
-from exg_jax.sphere import SphereModel
+from exg_jax.sphere import BergSchergParams, SphereModel, berg_scherg_params
+from exg_jax.sphere_forward import make_sphere_forward, make_sphere_forward_free
 
 CENTER = np.array([0.0, 0.0, 0.04])
 
@@ -129,8 +129,6 @@ def test_berg_scherg_dipole_term_matches_mne(model, mne_models):
     fits (MNE sets lambda_0 = f_1 - sum(others)), whatever basin COBYLA lands in;
     the fitted mu are judged against the exact series in test_sphere.py, not
     against MNE's COBYLA mu. Measured: <= 7.2e-16 relative."""
-    from exg_jax.sphere import berg_scherg_params
-
     mne_sphere, sphere = mne_models[model]
     fit = berg_scherg_params(sphere)
     np.testing.assert_allclose(
@@ -456,3 +454,140 @@ def test_bad_inputs(small):
         )
     with pytest.raises(ValueError, match="n_terms"):
         make_sphere_forward_free(el, pos, sph, method="exact", n_terms=0)
+
+
+# ---------------------------------------------------------------------------
+# berg_scherg= as BergSchergParams, the memoised default fit
+# ---------------------------------------------------------------------------
+
+
+def test_berg_scherg_params_accepted(small):
+    """``berg_scherg=`` takes what ``berg_scherg_params`` returns, as well as a pair."""
+    el, pos, nn = small
+    sph = SphereModel()
+    fit = berg_scherg_params(sph)
+    assert isinstance(fit, BergSchergParams)
+    g_default = make_sphere_forward_free(el, pos, sph).gain
+    g_params = make_sphere_forward_free(el, pos, sph, berg_scherg=fit).gain
+    g_pair = make_sphere_forward_free(el, pos, sph, berg_scherg=(fit.mu, fit.lam)).gain
+    np.testing.assert_array_equal(g_params, g_pair)
+    np.testing.assert_array_equal(g_params, g_default)
+    fixed = make_sphere_forward(el, pos, nn, sph, berg_scherg=fit).gain
+    np.testing.assert_array_equal(
+        fixed, make_sphere_forward(el, pos, nn, sph, berg_scherg=(fit.mu, fit.lam)).gain
+    )
+    # As a traced pytree argument (jit flattens and rebuilds the NamedTuple).
+    g_jit = jax.jit(
+        lambda p: make_sphere_forward_free(el, pos, sph, berg_scherg=p).gain
+    )(fit)
+    np.testing.assert_allclose(g_jit, g_pair, rtol=0, atol=1e-14 * np.abs(g_pair).max())
+    # Its values are checked like a pair's.
+    bad = fit._replace(mu=jnp.array([1.5, 0.8, 0.5]))
+    with pytest.raises(ValueError, match=r"berg_scherg mu must lie in \[-1, 1\]"):
+        make_sphere_forward_free(el, pos, sph, berg_scherg=bad)
+    with pytest.raises(ValueError, match="BergSchergParams.*or a pair"):
+        make_sphere_forward_free(el, pos, sph, berg_scherg=(fit.mu, fit.lam, fit.mu))
+    with pytest.raises(ValueError, match="BergSchergParams.*or a pair"):
+        make_sphere_forward_free(el, pos, sph, berg_scherg=3.0)
+
+
+def test_default_fit_is_memoised(small):
+    """A repeated eager call reuses the fit; clearing the cache refits, same gain."""
+    el, pos, _ = small
+    sph = SphereModel()
+    cached = sphere_forward._berg_scherg_fit_cached
+    sphere_forward.clear_berg_scherg_cache()
+    assert cached.cache_info().currsize == 0
+    g1 = make_sphere_forward_free(el, pos, sph).gain
+    info = cached.cache_info()
+    assert info.currsize == 1 and info.misses == 1 and info.hits == 0
+    g2 = make_sphere_forward_free(el, pos, sph).gain
+    assert cached.cache_info().hits == 1
+    np.testing.assert_array_equal(g1, g2)
+    # Another model (or dtype) is another entry; the cache stays bounded.
+    make_sphere_forward_free(el, pos, SphereModel(conductivities=(0.33, 0.01, 0.33)))
+    assert cached.cache_info().currsize == 2
+    assert cached.cache_info().maxsize == sphere_forward.BERG_SCHERG_CACHE_SIZE
+    # Traced models never use it.
+    jax.jit(lambda s: make_sphere_forward_free(el, pos, s).gain)(sph)
+    assert cached.cache_info().currsize == 2
+    sphere_forward.clear_berg_scherg_cache()
+    assert cached.cache_info().currsize == 0
+
+
+# ---------------------------------------------------------------------------
+# Module layout: the generic operator does not know its builders
+# ---------------------------------------------------------------------------
+
+
+def test_from_mne_is_a_free_function():
+    """``ForwardOperator.from_mne`` moved to ``exg_jax.interop`` (layering: tests/test_package.py)."""
+    assert not hasattr(ForwardOperator, "from_mne")
+
+
+# ---------------------------------------------------------------------------
+# exg_jax.interop: mne.Forward -> ForwardOperator
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mne_fwd():
+    from _oracle import mne_sphere_forward
+
+    info, _, fwd = mne_sphere_forward("biosemi32", 1)  # 42 sources, free
+    return info, fwd
+
+
+def test_forward_from_mne_free(mne_fwd):
+    import mne
+
+    info, fwd = mne_fwd
+    g = fwd["sol"]["data"]
+    ours = forward_from_mne(fwd, reference=None)
+    assert isinstance(ours, ForwardOperator)
+    assert ours.orientation == "free" and ours.reference is None
+    assert ours.gain.shape == (32, 3 * 42) and ours.gain.dtype == jnp.float64
+    np.testing.assert_array_equal(ours.gain, g)
+    np.testing.assert_array_equal(ours.src_pos, fwd["source_rr"])
+    np.testing.assert_array_equal(
+        ours.ch_pos, np.array([ch["loc"][:3] for ch in info["chs"]])
+    )
+    # Discrete source space with normals: they are kept (unit length).
+    np.testing.assert_allclose(np.linalg.norm(ours.src_nn, axis=1), 1.0, rtol=1e-12)
+    avg = forward_from_mne(fwd)
+    assert avg.reference == "average"
+    np.testing.assert_allclose(
+        avg.gain, g - g.mean(axis=0), rtol=0, atol=1e-15 * abs(g).max()
+    )
+    # A surface-oriented forward is rotated back to Cartesian columns.
+    surf = forward_from_mne(
+        mne.convert_forward_solution(fwd, surf_ori=True), reference=None
+    )
+    np.testing.assert_allclose(surf.gain, g, rtol=0, atol=1e-14 * np.abs(g).max())
+    # A fixed forward: MNE's gain and normals as they are.
+    fixed_mne = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True)
+    fixed = forward_from_mne(fixed_mne, reference=None)
+    assert fixed.orientation == "fixed" and fixed.gain.shape == (32, 42)
+    np.testing.assert_array_equal(fixed.gain, fixed_mne["sol"]["data"])
+    np.testing.assert_array_equal(fixed.src_nn, fixed_mne["source_nn"])
+    # = the Cartesian gain contracted with the normals, to MNE's rounding of the
+    # fixed gain (float32 normals; measured 5.7e-8 of max |gain|).
+    g_fix = np.einsum("esk,sk->es", g.reshape(32, 42, 3), np.asarray(fixed.src_nn))
+    np.testing.assert_allclose(fixed.gain, g_fix, rtol=0, atol=1e-6 * np.abs(g).max())
+
+
+def test_from_mne_dispatch(mne_fwd):
+    info, fwd = mne_fwd
+    a, b = from_mne(fwd, reference=None), forward_from_mne(fwd, reference=None)
+    np.testing.assert_array_equal(a.gain, b.gain)
+    assert interop.from_mne(fwd).reference == "average"
+    with pytest.raises(TypeError, match=r"from_mne cannot convert a mne\..*Info"):
+        from_mne(info)
+    with pytest.raises(TypeError, match=r"numpy\.ndarray"):
+        from_mne(np.ones(3))
+    with pytest.raises(TypeError, match=r"fwd must be an mne\.Forward, got dict"):
+        forward_from_mne({"sol": None})
+    with pytest.raises(ValueError, match="reference"):
+        forward_from_mne(fwd, reference="Cz")
+    with pytest.raises(TypeError):
+        forward_from_mne(fwd, None)  # reference is keyword-only

@@ -79,9 +79,8 @@ def test_pipeline_finite_and_nonzero(p):
         jnp.asarray(data, dt),
         inv,
         p["lambda2"],
-        p["method"],
+        ex.eLORETA(throw=False) if p["method"] == "eLORETA" else p["method"],
         pick_ori=p["pick_ori"],
-        eloreta=ex.EloretaOptions(throw=False),
     )
     out = np.asarray(stc.data)
     assert out.dtype == dt

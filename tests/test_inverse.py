@@ -14,12 +14,20 @@ from hypothesis import strategies as st
 
 from exg_jax.covariance import NoiseCov
 from exg_jax.forward import ForwardOperator
+from exg_jax.interop import forward_from_mne
 from exg_jax.inverse import (
-    _assemble_kernel,
     apply_inverse,
     apply_inverse_epochs,
+    as_method,
     make_inverse_operator,
 )
+
+
+def _kernel(inv, lam, method, pick_ori=None):
+    """(K, noise_norm) of a method object: the pure, traceable interface."""
+    k = as_method(method).kernel(inv, lam, pick_ori)
+    return k.kernel, k.noise_norm
+
 
 LAMBDA2 = 1.0 / 9.0
 # Parity with MNE-Python, max |ours - MNE| / max |MNE| (tolerances ~10x the worst
@@ -57,8 +65,8 @@ def problem():
         ev=ev,
         fwd=fwd,
         fwd_surf=fwd_surf,
-        ours_inf=ForwardOperator.from_mne(fwd_surf, reference=None),
-        ours_avg=ForwardOperator.from_mne(fwd, reference="average"),
+        ours_inf=forward_from_mne(fwd_surf, reference=None),
+        ours_avg=forward_from_mne(fwd, reference="average"),
         cov=cov,
         mne_cov=mne_cov,
         data=data,
@@ -168,7 +176,7 @@ def test_jit_equals_eager_and_lambda2_no_recompile(problem, operators):
 
     def f(lam):
         n_traces.append(1)
-        k, nn = _assemble_kernel(inv, lam, "sLORETA", None)
+        k, nn = _kernel(inv, lam, "sLORETA", None)
         return nn[:, None] * jnp.linalg.norm(
             (k @ data).reshape(-1, 3, data.shape[1]), axis=1
         )
@@ -181,23 +189,13 @@ def test_jit_equals_eager_and_lambda2_no_recompile(problem, operators):
     # the public apply path traces once per shape, not per lambda2
     from exg_jax import inverse as inv_mod
 
-    calls = []
-    orig = inv_mod._assemble_kernel_status
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return orig(*args, **kwargs)
-
-    inv_mod._assemble_kernel_status = counting
-    try:
-        fresh = data[:, :7]  # a shape not compiled before
-        apply_inverse(fresh, inv, 0.77, "sLORETA")
-        apply_inverse(fresh, inv, 0.78, "sLORETA")
-        apply_inverse_epochs(jnp.stack([fresh, fresh]), inv, 0.5, "sLORETA")
-        apply_inverse_epochs(jnp.stack([fresh, fresh]), inv, 0.6, "sLORETA")
-    finally:
-        inv_mod._assemble_kernel_status = orig
-    assert len(calls) == 2
+    fresh = data[:, :7]  # a shape not compiled before
+    before = eqx.debug.get_num_traces(inv_mod._apply_traced)
+    apply_inverse(fresh, inv, 0.77, "sLORETA")
+    apply_inverse(fresh, inv, 0.78, "sLORETA")
+    apply_inverse_epochs(jnp.stack([fresh, fresh]), inv, 0.5, "sLORETA")
+    apply_inverse_epochs(jnp.stack([fresh, fresh]), inv, 0.6, "sLORETA")
+    assert eqx.debug.get_num_traces(inv_mod._apply_traced) - before == 2
 
 
 def test_epochs_equal_loop_and_vmap(problem, operators):
@@ -281,9 +279,9 @@ def test_rank_deficient_gradients_finite_and_correct(kw, method):
 
 def test_sphere_parameter_gradient_rank_deficient():
     """d loss / d sphere centre through our sphere forward (avg-referenced, rank n-1)."""
-    from exg_jax.forward import make_sphere_forward_free
     from exg_jax.source_space import ico_source_space
     from exg_jax.sphere import SphereModel
+    from exg_jax.sphere_forward import make_sphere_forward_free
 
     mont = mne.channels.make_standard_montage("biosemi32")
     elec = np.array(list(mont.get_positions()["ch_pos"].values()))
@@ -336,7 +334,7 @@ def test_noise_free_fit_and_sloreta_peak(problem):
         y = gain_fixed[:, k : k + 1] * 1e-8
         s = np.asarray(apply_inverse(y, inv, 1e-6, "sLORETA").data[:, 0])
         hits += int(np.argmax(np.abs(s)) == k)
-        kern, _ = _assemble_kernel(inv, jnp.asarray(1e-8), "MNE", None)
+        kern, _ = _kernel(inv, jnp.asarray(1e-8), "MNE", None)
         y_hat = gain_fixed @ (np.asarray(kern) @ y)
         np.testing.assert_allclose(y_hat, y, atol=1e-6 * np.abs(y).max())
     assert hits == len(range(0, fwd.n_src, 10))
@@ -348,7 +346,7 @@ def test_dspm_noise_units(problem, operators):
     rng = np.random.default_rng(5)
     chol = np.linalg.cholesky(problem["cov"])
     noise = chol @ rng.standard_normal((chol.shape[0], 20000))
-    kern, nn = _assemble_kernel(inv, jnp.asarray(LAMBDA2), "dSPM", None)
+    kern, nn = _kernel(inv, jnp.asarray(LAMBDA2), "dSPM", None)
     z = np.asarray(nn)[:, None] * (np.asarray(kern) @ noise)
     np.testing.assert_allclose(z.var(axis=1), 1.0, rtol=0.05)
 
@@ -406,7 +404,7 @@ def test_bad_input(problem, operators):
 def test_eloreta_branch(problem, operators):
     """method='eLORETA' goes through exg_jax.eloreta and reports a status."""
     inv_m, inv_o = operators["loose0.2"]
-    from exg_jax.eloreta import EloretaOptions
+    from exg_jax.eloreta import eLORETA
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -421,8 +419,7 @@ def test_eloreta_branch(problem, operators):
         problem["data"],
         inv_o,
         LAMBDA2,
-        "eLORETA",
-        eloreta=EloretaOptions(eps=1e-8, max_iter=200),
+        eLORETA(eps=1e-8, max_iter=200),
     )
     assert stc.status is not None
     assert _rel(stc.data, ref) <= TOL_FLOAT64  # measured 8.0e-13

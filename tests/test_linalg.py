@@ -171,3 +171,47 @@ def test_whitener_average_reference_rank_and_gradient():
     h = 1e-7
     fd = (float(loss(h)) - float(loss(-h))) / (2 * h)
     assert np.isfinite(g) and abs(g - fd) <= 1e-5 * abs(fd)
+
+
+def test_sqrtm_rcond_matches_mne_and_batched_degenerate_derivative():
+    """``rcond``: eigenvalues at or below rcond · largest are zero (MNE's ``sqrtm_sym``,
+    as eLORETA uses it); batched 3 x 3 blocks with repeated eigenvalues have finite
+    derivatives equal to central differences."""
+    from mne.utils import sqrtm_sym as mne_sqrtm_sym
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    m = np.stack(
+        [
+            q @ np.diag([2.0, 2.0, 0.5]) @ q.T,  # repeated eigenvalue
+            np.eye(3) * 1.5,  # a multiple of I
+            q @ np.diag([1.0, 1e-9, 0.0]) @ q.T,  # two eigenvalues below the cut
+        ]
+    )
+    for inv, fn in ((False, sqrtm_sym), (True, inv_sqrtm_sym)):
+        ref = mne_sqrtm_sym(m, rcond=1e-7, inv=inv)[0]
+        got = np.asarray(fn(jnp.asarray(m), 1e-7))
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    # the default cut (10 ε) keeps the 1e-9 eigenvalue
+    s = np.asarray(sqrtm_sym(jnp.asarray(m[2])))
+    np.testing.assert_allclose(np.linalg.eigvalsh(s)[1], np.sqrt(1e-9), rtol=1e-6)
+
+    dm = rng.standard_normal((3, 3, 3))
+    dm = jnp.asarray(dm + np.swapaxes(dm, 1, 2))
+    h = 1e-6
+    for fn in (sqrtm_sym, inv_sqrtm_sym):
+
+        @jax.jit
+        def check(m, dm, fn=fn):
+            f = lambda a: fn(a, 1e-7)  # noqa: E731
+            _, jvp = jax.jvp(f, (m,), (dm,))
+            fd = (f(m + h * dm) - f(m - h * dm)) / (2 * h)
+            g = jax.grad(lambda a: jnp.sum(f(a) ** 2))(m)
+            return jvp, fd, g
+
+        jvp, fd, g = check(jnp.asarray(m), dm)
+        # full-rank blocks: the JVP is the derivative (measured 1e-9 relative)
+        np.testing.assert_allclose(
+            np.asarray(jvp[:2]), np.asarray(fd[:2]), rtol=1e-6, atol=1e-8
+        )
+        assert np.isfinite(np.asarray(jvp)).all() and np.isfinite(np.asarray(g)).all()

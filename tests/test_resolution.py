@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exg_jax.covariance import NoiseCov
-from exg_jax.forward import ForwardOperator
+from exg_jax.interop import forward_from_mne
 from exg_jax.inverse import make_inverse_operator
 from exg_jax.resolution import (
     METRICS,
@@ -62,8 +62,8 @@ def problem():
     inv_fixed = mne.minimum_norm.make_inverse_operator(
         raw.info, fwd_fixed, cov, fixed=True, depth=None
     )
-    F = ForwardOperator.from_mne(fwd, reference=None)
-    F_fixed = ForwardOperator.from_mne(fwd_fixed, reference=None)
+    F = forward_from_mne(fwd, reference=None)
+    F_fixed = forward_from_mne(fwd_fixed, reference=None)
     C = NoiseCov(jnp.asarray(cov.data), int(cov["nfree"]))
     ours_free = make_inverse_operator(F, C, 0.8, avg_ref_proj=True)
     ours_fixed = make_inverse_operator(F, C, None, fixed=True, avg_ref_proj=True)

@@ -3,6 +3,7 @@ sphere fit to head-shape points. MNE-Python is the oracle."""
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import mne
@@ -20,6 +21,7 @@ from exg_jax.sphere import (
     fit_sphere_to_headshape,
     sphere_series_coefficients,
 )
+from exg_jax.status import RESULTS, SolverStatus
 
 mne.set_log_level("warning")
 
@@ -275,8 +277,7 @@ def test_berg_scherg_structure(model):
     fn = np.asarray(sphere_series_coefficients(model["sphere"]))
     sig_n = float(model["sphere"].conductivities[-1])
     np.testing.assert_allclose(np.sum(np.asarray(p.lam)) * sig_n, fn[0], rtol=1e-12)
-    _, status = berg_scherg_params(model["sphere"], return_status=True)
-    assert bool(status.converged)
+    assert bool(p.status.converged) and bool(p.status.stats["gradient_converged"])
 
 
 # Weighted residual RV of our fit against the exact series, measured with
@@ -323,10 +324,8 @@ def test_berg_scherg_residual_over_skull_conductivity(sigma_skull):
     residual against the exact series below the measured bound (a regression test:
     with 4 clustered starts the fit stalled 12-30x above MNE at 0.016-0.02)."""
     sig = (0.33, sigma_skull, 0.33)
-    params, status = berg_scherg_params(
-        SphereModel(conductivities=sig), return_status=True
-    )
-    assert bool(status.converged)
+    params = berg_scherg_params(SphereModel(conductivities=sig))
+    assert bool(params.status.stats["gradient_converged"])
     u = _mne_fit_data(REL3, sig)
     rv, _ = mne_bem._compute_linear_parameters(np.asarray(params.mu), u)
     assert rv <= RV_BOUND_SKULL[sigma_skull], rv
@@ -356,6 +355,63 @@ def test_berg_scherg_single_shell_exact():
     series = (np.asarray(p.lam) * 0.5) @ (np.asarray(p.mu)[:, None] ** n)
     np.testing.assert_allclose(series, 1.0, rtol=1e-14)
     assert float(p.residual) == 0.0
+    st_ = p.status
+    assert bool(st_.converged) and int(st_.iterations) == 0
+    assert float(st_.change) == 0.0 and float(st_.stats["misfit"]) == 0.0
+
+
+# One dipole stopped after 1 iteration: gradient not converged and series
+# misfit 4.4e-2 > BS_MISFIT_TOL, i.e. a failed fit (RESULTS.poor_fit).
+_BS_FAIL = dict(n_fit=1, max_iter=1, n_terms=20, n_starts=1)
+
+
+def test_berg_scherg_status_fields(model):
+    st_ = model["params"].status
+    assert isinstance(st_, SolverStatus)
+    assert st_.result == RESULTS.successful
+    assert st_.iterations.shape == () and jnp.issubdtype(
+        st_.iterations.dtype, jnp.integer
+    )
+    assert 0 < int(st_.iterations) <= 100
+    assert st_.change.shape == () and st_.change.dtype == model["params"].mu.dtype
+    # change is the relative gradient at the optimum: <= eps when converged
+    assert 0.0 <= float(st_.change) <= np.finfo(np.float64).eps
+    assert set(st_.stats) == {"misfit", "gradient_converged"}
+    assert st_.stats["gradient_converged"].dtype == jnp.bool_
+    assert 0.0 < float(st_.stats["misfit"]) < 1e-3
+
+
+def test_berg_scherg_throw_false_returns_failed_status():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning with throw=False (as before)
+        p = berg_scherg_params(SphereModel(), **_BS_FAIL, throw=False)
+    assert isinstance(p, BergSchergParams)
+    assert not bool(p.status.converged) and p.status.result == RESULTS.poor_fit
+    assert not bool(p.status.stats["gradient_converged"])
+    assert float(p.status.stats["misfit"]) > 1e-3 and int(p.status.iterations) == 1
+    assert float(p.status.change) > 0 and np.all(np.isfinite(np.asarray(p.mu)))
+
+
+def test_berg_scherg_throw_raises_eager_and_traced():
+    with pytest.raises(RuntimeError, match="iterations.*misfit.*throw=False"):
+        berg_scherg_params(SphereModel(), **_BS_FAIL)
+
+    @eqx.filter_jit
+    def fit(sig, throw):
+        p = berg_scherg_params(SphereModel(conductivities=sig), **_BS_FAIL, throw=throw)
+        return p.mu, p.status
+
+    sig = jnp.array([0.33, 0.0042, 0.33])
+    with pytest.raises(eqx.EquinoxRuntimeError, match="misfit above its tolerance"):
+        jax.block_until_ready(fit(sig, True))
+    mu, st_ = fit(sig, False)
+    assert st_.result == RESULTS.poor_fit and np.all(np.isfinite(np.asarray(mu)))
+    # vmap: one status per model; one failed element fails the batch (throw)
+    sigs = jnp.stack([sig, sig * 2])
+    _, st_v = jax.vmap(lambda s: fit(s, False))(sigs)
+    assert st_v.iterations.shape == (2,) and not np.any(np.asarray(st_v.converged))
+    with pytest.raises(eqx.EquinoxRuntimeError, match="misfit above its tolerance"):
+        jax.block_until_ready(jax.vmap(lambda s: fit(s, True))(sigs))
 
 
 def test_coefficients_jit_equals_eager():
@@ -374,13 +430,20 @@ def test_berg_scherg_jit_vmap_equals_eager_loop():
     batch = SphereModel(rad, sig, cen)
     out = jax.jit(jax.vmap(berg_scherg_params))(batch)
     fns = jax.vmap(sphere_series_coefficients)(batch)
+    # The status is batched along with the parameters.
+    assert out.status.iterations.shape == (16,) and out.status.change.shape == (16,)
+    assert out.status.stats["misfit"].shape == (16,)
+    assert np.all(np.asarray(out.status.converged))
     for i in range(16):
         one = SphereModel(rad[i], sig[i], cen[i])
         ref = berg_scherg_params(one)
-        for a, b in zip(out, ref, strict=True):
+        for a, b in zip(out[:3], ref[:3], strict=True):
             np.testing.assert_allclose(
                 np.asarray(a[i]), np.asarray(b), rtol=1e-9, atol=1e-13
             )
+        np.testing.assert_allclose(
+            out.status.stats["misfit"][i], ref.status.stats["misfit"], rtol=1e-6
+        )
         np.testing.assert_allclose(fns[i], sphere_series_coefficients(one), rtol=1e-13)
 
 
