@@ -325,3 +325,23 @@ def as_point3(name: str, x: Any) -> np.ndarray:
     check_shape(name, arr, (3,))
     check_finite(name, arr)
     return arr
+
+
+_DATA_SHAPES = {2: "(n_chan, n_times)", 3: "(n_epochs, n_chan, n_times)"}
+
+
+def check_sensor_data(name: str, data: Any, n_chan: int, ndims, owner: str) -> None:
+    """Sensor data of ``n_chan`` channels with ``ndim`` in ``ndims`` (2 and / or 3).
+
+    ``TypeError`` / ``ValueError`` naming ``name``: not a real array, wrong
+    number of dimensions, a channel count other than ``n_chan`` (``owner``,
+    e.g. "the inverse operator has", says whose), NaN or Inf.
+    """
+    check_array(name, data)
+    shape = tuple(np.shape(data))
+    if len(shape) not in ndims:
+        what = " or ".join(_DATA_SHAPES[d] for d in ndims)
+        raise ValueError(f"{name} must have shape {what}, got {shape}.")
+    if shape[-2] != n_chan:
+        raise ValueError(f"{name} has {shape[-2]} channels but {owner} {n_chan}.")
+    check_finite(name, data)

@@ -42,15 +42,15 @@ from ._validate import (
     check_not_mne,
     check_option,
     check_real_scalar,
+    check_sensor_data,
     check_type,
     is_concrete,
 )
-from .covariance import NoiseCov
+from .covariance import NoiseCov, check_covariance_values, whitener_rank
 from .forward import ForwardOperator
 from .kernel import ImagingKernel, apply_prepared
 from .linalg import (
     _whitener_kernel,
-    average_reference_basis,
     eigh_sorted,
     inv_sqrtm_sym,
     sqrtm_sym,
@@ -443,53 +443,6 @@ def _as_cov(name, c, n_chan):
     return jnp.asarray(data)
 
 
-def _check_cov_values(name, c, proj, rank, dtype, need_rank):
-    """Eager value checks of a concrete covariance (NumPy, float64).
-
-    ``ValueError`` naming ``name`` for an all-zero, non-symmetric (beyond
-    ``max(1e-6, 64 ε) · max|C|``) or clearly indefinite matrix; with
-    ``need_rank``, also for a numerical rank (after the average-reference
-    projection) below the whitener ``rank``. Skipped for traced values.
-    """
-    if not is_concrete(c):
-        return
-    eps = max(np.finfo(np.dtype(d)).eps for d in (c.dtype, dtype, np.float64))
-    a = np.array(c, dtype=np.float64)
-    n = a.shape[0]
-    scale = float(np.max(np.abs(a)))
-    if scale == 0.0:
-        raise ValueError(f"{name} is all zero.")
-    asym = float(np.max(np.abs(a - a.T)))
-    tol_sym = max(1e-6, 64 * eps)
-    if asym > tol_sym * scale:
-        raise ValueError(
-            f"{name} is not symmetric: max |C - C.T| = {asym:.3g} > {tol_sym:.2g} * "
-            f"max|C|; pass (C + C.T) / 2 if the asymmetry is rounding."
-        )
-    a = 0.5 * (a + a.T)
-    w = np.linalg.eigvalsh(a)
-    tol_neg = max(1e-6, 10 * n * eps)
-    if w[0] < -tol_neg * np.max(np.abs(w)):
-        raise ValueError(
-            f"{name} is not positive semi-definite: its smallest eigenvalue is "
-            f"{w[0]:.3g} (largest {w[-1]:.3g})."
-        )
-    if not need_rank:
-        return
-    top = float(w[-1])
-    where = ""
-    if proj == "average":
-        q = average_reference_basis(n)
-        w = np.linalg.eigvalsh(q.T @ a @ q)
-        where = " after the average-reference projection"
-    num_rank = int(np.sum(w > n * eps * max(top, float(w[-1])))) if top > 0 else 0
-    if num_rank < rank:
-        raise ValueError(
-            f"{name} has numerical rank {num_rank}{where} but the whitener rank is "
-            f"{rank}: pass rank={num_rank} to make_lcmv."
-        )
-
-
 def _check_filters(filters):
     check_type(
         "filters", filters, LcmvFilters, "an LcmvFilters (from exg_jax.make_lcmv)"
@@ -656,24 +609,13 @@ def make_lcmv(
             "pick_ori='vector' with inversion='single' cannot use "
             "weight_norm='unit-noise-gain-invariant'."
         )
-    if avg_ref_proj is None:
-        avg_ref_proj = fwd.reference == "average"
-    proj = "average" if avg_ref_proj else None
-    full = n_chan - 1 if proj else n_chan
-    if full == 0:
-        raise ValueError(
-            "fwd has 1 channel: with the average-reference projector nothing is "
-            "left to invert."
-        )
-    rank = as_int("rank", rank, allow_none=True)
-    if rank is None:
-        rank = full
-    if not 1 <= rank <= full:
-        raise ValueError(f"rank must be an integer in [1, {full}], got {rank!r}.")
+    proj, rank = whitener_rank(n_chan, fwd.reference, avg_ref_proj, rank)
     dtype = jnp.result_type(fwd.gain)
-    _check_cov_values("data_cov", data, proj, rank, dtype, need_rank=False)
+    check_covariance_values("data_cov", data, proj, rank, dtype, need_rank=False)
     if noise is not None:
-        _check_cov_values("noise_cov", noise, proj, rank, dtype, need_rank=True)
+        check_covariance_values(
+            "noise_cov", noise, proj, rank, dtype, rank_fix="make_lcmv"
+        )
     src_nn = None
     if fwd.n_orient == 3 and fwd.src_nn is not None:
         src_nn = jnp.asarray(fwd.src_nn, dtype)
@@ -723,16 +665,7 @@ def _apply_jit(data, kernel, batch_size):
 
 def _validate_data(name, data, filters, ndim):
     _check_filters(filters)
-    check_array(name, data)
-    shape = tuple(np.shape(data))
-    if len(shape) != ndim:
-        what = "(n_chan, n_times)" if ndim == 2 else "(n_epochs, n_chan, n_times)"
-        raise ValueError(f"{name} must have shape {what}, got {shape}.")
-    if shape[-2] != filters.n_chan:
-        raise ValueError(
-            f"{name} has {shape[-2]} channels but the filters have {filters.n_chan}."
-        )
-    check_finite(name, data)
+    check_sensor_data(name, data, filters.n_chan, (ndim,), "the filters have")
 
 
 def _estimate(sol, filters):

@@ -19,15 +19,24 @@ from jaxtyping import Array, ArrayLike, Int, Real
 from ._numerics import scale_of
 from ._typing import NestedSequence, RealScalar
 from ._validate import (
+    as_int,
     check_array,
     check_finite,
     check_not_mne,
     check_option,
     check_range,
     check_real_scalar,
+    is_concrete,
 )
+from .linalg import average_reference_basis
 
-__all__ = ["NoiseCov", "compute_covariance", "compute_covariance_epochs"]
+__all__ = [
+    "NoiseCov",
+    "check_covariance_values",
+    "whitener_rank",
+    "compute_covariance",
+    "compute_covariance_epochs",
+]
 
 _METHODS = ("empirical", "ledoit_wolf", "diagonal")
 
@@ -212,3 +221,104 @@ def compute_covariance_epochs(
     alpha = jnp.asarray(0.0 if shrinkage is None else shrinkage, dtype=x.dtype)
     c = _cov_kernel(x, alpha, method, shrinkage is not None)
     return NoiseCov(c, nfree=int(x.shape[0]))
+
+
+def check_covariance_values(
+    name, c, proj, rank, dtype, *, need_rank=True, rank_fix="make_inverse_operator"
+):
+    """Eager checks of a concrete covariance (NumPy, float64).
+
+    Shared by every function that whitens with (or inverts) a covariance
+    (``make_inverse_operator``, ``make_lcmv``). Refuses, with a ``ValueError``
+    naming ``name``: an all-zero matrix;
+    a non-symmetric one (beyond ``max(1e-6, 64 eps) · max|C|``, ``eps`` of the
+    less precise of its dtype and the operator's: never symmetrised silently);
+    a clearly negative eigenvalue (below ``−max(1e-6, 10 n eps) · |λ|max``);
+    a numerical rank (eigenvalues above ``n eps · λmax``, NumPy's
+    ``matrix_rank`` rule, after the average-reference projection when it is
+    used; ``λmax`` of the unprojected matrix) below the whitener ``rank``
+    (only with ``need_rank``; ``rank_fix`` names the function whose
+    ``rank=`` fixes it). Skipped for traced values.
+    """
+    if not is_concrete(c):
+        return
+    eps = max(
+        np.finfo(np.dtype(d)).eps
+        for d in (c.dtype, dtype, np.float64)
+        if np.issubdtype(np.dtype(d), np.floating)
+    )
+    a = np.array(c, dtype=np.float64)  # a copy: the input is never touched
+    n = a.shape[0]
+    scale = float(np.max(np.abs(a)))
+    if scale == 0.0:
+        raise ValueError(
+            f"{name} is all zero (e.g. estimated from a single sample or from "
+            "constant data): it cannot be whitened."
+        )
+    asym = np.abs(a - a.T)
+    tol_sym = max(1e-6, 64 * eps)
+    if asym.max() > tol_sym * scale:
+        i, j = np.unravel_index(np.argmax(asym), a.shape)
+        raise ValueError(
+            f"{name} is not symmetric: |C[{i}, {j}] - C[{j}, {i}]| = "
+            f"{asym.max():.3g} > {tol_sym:.2g} * max|C| = {tol_sym * scale:.3g}. It is "
+            "not symmetrised silently: pass (C + C.T) / 2 if the asymmetry is rounding."
+        )
+    a = 0.5 * (a + a.T)
+    w = np.linalg.eigvalsh(a)
+    tol_neg = max(1e-6, 10 * n * eps)
+    if w[0] < -tol_neg * np.max(np.abs(w)):
+        raise ValueError(
+            f"{name} is not positive semi-definite: its smallest eigenvalue is "
+            f"{w[0]:.3g} (largest {w[-1]:.3g}); a covariance has no negative "
+            "eigenvalues."
+        )
+    if not need_rank:
+        return
+    where = ""
+    top = float(w[-1])  # the rank is relative to the unprojected covariance
+    if proj == "average":
+        q = average_reference_basis(n)
+        w = np.linalg.eigvalsh(q.T @ a @ q)
+        where = " after the average-reference projection"
+    top = max(top, float(w[-1]), 0.0)
+    num_rank = int(np.sum(w > n * eps * top)) if top > 0 else 0
+    if num_rank == 0:
+        raise ValueError(f"{name} has no variance left{where}: it cannot be whitened.")
+    if num_rank < rank:
+        raise ValueError(
+            f"{name} has numerical rank {num_rank}{where} but the whitener "
+            f"rank is {rank}: pass rank={num_rank} to {rank_fix} (or "
+            "estimate the covariance from more samples, or with shrinkage: "
+            "method='ledoit_wolf')."
+        )
+
+
+def whitener_rank(n_chan, reference, avg_ref_proj, rank):
+    """Eager: ``(proj, rank)`` of the whitener for ``n_chan`` channels.
+
+    ``avg_ref_proj`` None means "with the average-reference projector when
+    the forward is average referenced" (``reference == "average"``); the
+    full rank is then ``n_chan − 1``. ``rank`` None gives the full rank; an
+    integer must lie in [1, full rank]. ``ValueError`` / ``TypeError`` name
+    the argument.
+    """
+    if avg_ref_proj is not None and not isinstance(avg_ref_proj, bool | np.bool_):
+        raise TypeError(
+            f"avg_ref_proj must be None, True or False, got {avg_ref_proj!r}."
+        )
+    if avg_ref_proj is None:
+        avg_ref_proj = reference == "average"
+    proj = "average" if avg_ref_proj else None
+    full = n_chan - 1 if proj else n_chan
+    if full == 0:
+        raise ValueError(
+            "fwd has 1 channel: with the average-reference projector nothing is "
+            "left to invert (an average-referenced inverse needs >= 2 channels)."
+        )
+    rank = as_int("rank", rank, allow_none=True)
+    if rank is None:
+        rank = full
+    if not 1 <= rank <= full:
+        raise ValueError(f"rank must be an integer in [1, {full}], got {rank!r}.")
+    return proj, int(rank)

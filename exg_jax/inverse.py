@@ -31,15 +31,16 @@ from ._validate import (
     check_option,
     check_range,
     check_real_scalar,
+    check_sensor_data,
     check_type,
     is_concrete,
     lambda2_error_if,
 )
-from .covariance import NoiseCov
+from .covariance import NoiseCov, check_covariance_values, whitener_rank
 from .eloreta import eLORETA
 from .forward import ForwardOperator
 from .kernel import ImagingKernel, apply_prepared
-from .linalg import _whitener_kernel, average_reference_basis, eigh_sorted, svd_thin
+from .linalg import _whitener_kernel, eigh_sorted, svd_thin
 from .methods import MNE, AbstractInverseMethod, dSPM, sLORETA
 from .source_estimate import SourceEstimate
 
@@ -218,72 +219,6 @@ def _make_inverse_kernel(
 # --------------------------------------------------------------------------- #
 # make_inverse_operator
 # --------------------------------------------------------------------------- #
-def _validate_noise_cov(c, proj, rank, dtype):
-    """Eager checks of a concrete noise covariance (NumPy, float64).
-
-    Refuses, with a ``ValueError`` naming ``noise_cov``: an all-zero matrix;
-    a non-symmetric one (beyond ``max(1e-6, 64 eps) · max|C|``, ``eps`` of the
-    less precise of its dtype and the operator's: never symmetrised silently);
-    a clearly negative eigenvalue (below ``−max(1e-6, 10 n eps) · |λ|max``);
-    a numerical rank (eigenvalues above ``n eps · λmax``, NumPy's
-    ``matrix_rank`` rule, after the average-reference projection when it is
-    used; ``λmax`` of the unprojected matrix) below the whitener ``rank``.
-    Skipped for traced values.
-    """
-    if not is_concrete(c):
-        return
-    eps = max(
-        np.finfo(np.dtype(d)).eps
-        for d in (c.dtype, dtype, np.float64)
-        if np.issubdtype(np.dtype(d), np.floating)
-    )
-    a = np.array(c, dtype=np.float64)  # a copy: the input is never touched
-    n = a.shape[0]
-    scale = float(np.max(np.abs(a)))
-    if scale == 0.0:
-        raise ValueError(
-            "noise_cov is all zero (e.g. estimated from a single sample or from "
-            "constant data): it cannot be whitened."
-        )
-    asym = np.abs(a - a.T)
-    tol_sym = max(1e-6, 64 * eps)
-    if asym.max() > tol_sym * scale:
-        i, j = np.unravel_index(np.argmax(asym), a.shape)
-        raise ValueError(
-            f"noise_cov is not symmetric: |C[{i}, {j}] - C[{j}, {i}]| = "
-            f"{asym.max():.3g} > {tol_sym:.2g} * max|C| = {tol_sym * scale:.3g}. It is "
-            "not symmetrised silently: pass (C + C.T) / 2 if the asymmetry is rounding."
-        )
-    a = 0.5 * (a + a.T)
-    w = np.linalg.eigvalsh(a)
-    tol_neg = max(1e-6, 10 * n * eps)
-    if w[0] < -tol_neg * np.max(np.abs(w)):
-        raise ValueError(
-            f"noise_cov is not positive semi-definite: its smallest eigenvalue is "
-            f"{w[0]:.3g} (largest {w[-1]:.3g}); a covariance has no negative "
-            "eigenvalues."
-        )
-    where = ""
-    top = float(w[-1])  # the rank is relative to the unprojected covariance
-    if proj == "average":
-        q = average_reference_basis(n)
-        w = np.linalg.eigvalsh(q.T @ a @ q)
-        where = " after the average-reference projection"
-    top = max(top, float(w[-1]), 0.0)
-    num_rank = int(np.sum(w > n * eps * top)) if top > 0 else 0
-    if num_rank == 0:
-        raise ValueError(
-            f"noise_cov has no variance left{where}: it cannot be whitened."
-        )
-    if num_rank < rank:
-        raise ValueError(
-            f"noise_cov has numerical rank {num_rank}{where} but the whitener "
-            f"rank is {rank}: pass rank={num_rank} to make_inverse_operator (or "
-            "estimate the covariance from more samples, or with shrinkage: "
-            "method='ledoit_wolf')."
-        )
-
-
 def make_inverse_operator(
     fwd: ForwardOperator,
     noise_cov: NoiseCov | Real[ArrayLike, "chan chan"] | NestedSequence,
@@ -403,22 +338,9 @@ def make_inverse_operator(
                 f"loose={loose!r} < 1 needs source normals (fwd.src_nn is None)."
             )
         mode = "free"
-    if avg_ref_proj is None:
-        avg_ref_proj = fwd.reference == "average"
-    proj = "average" if avg_ref_proj else None
-    full = n_chan - 1 if proj else n_chan
-    if full == 0:
-        raise ValueError(
-            "fwd has 1 channel: with the average-reference projector nothing is "
-            "left to invert (an average-referenced inverse needs >= 2 channels)."
-        )
-    rank = as_int("rank", rank, allow_none=True)
-    if rank is None:
-        rank = full
-    if not 1 <= rank <= full:
-        raise ValueError(f"rank must be an integer in [1, {full}], got {rank!r}.")
+    proj, rank = whitener_rank(n_chan, fwd.reference, avg_ref_proj, rank)
     dtype = jnp.result_type(fwd.gain)
-    _validate_noise_cov(cov.data, proj, rank, dtype)
+    check_covariance_values("noise_cov", cov.data, proj, rank, dtype)
     gain = jnp.asarray(fwd.gain)
     src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype=dtype)
     use_frame = mode == "free" and src_nn is not None
@@ -564,19 +486,6 @@ def imaging_kernel(
     return k
 
 
-def _validate_data(name, data, inv, ndim):
-    check_array(name, data)
-    shape = tuple(np.shape(data))
-    if len(shape) != ndim:
-        what = "(n_chan, n_times)" if ndim == 2 else "(n_epochs, n_chan, n_times)"
-        raise ValueError(f"{name} must have shape {what}, got {shape}.")
-    if shape[-2] != inv.n_chan:
-        raise ValueError(
-            f"{name} has {shape[-2]} channels but the inverse operator has {inv.n_chan}."
-        )
-    check_finite(name, data)
-
-
 def _apply(data, inv, lambda2, method, pick_ori, batch_size):
     lam = _lambda2_array(lambda2, inv)
     data = jnp.asarray(data)
@@ -630,7 +539,7 @@ def apply_inverse(
     method, pick_ori)`` with ``nave = 1``.
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
-    _validate_data("data", data, inv, 2)
+    check_sensor_data("data", data, inv.n_chan, (2,), "the inverse operator has")
     return _apply(data, inv, lambda2, method, pick_ori, None)
 
 
@@ -668,6 +577,6 @@ def apply_inverse_epochs(
     Equivalent to ``mne.minimum_norm.apply_inverse_epochs`` with ``nave=1``.
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
-    _validate_data("epochs", epochs, inv, 3)
+    check_sensor_data("epochs", epochs, inv.n_chan, (3,), "the inverse operator has")
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
     return _apply(epochs, inv, lambda2, method, pick_ori, batch_size)

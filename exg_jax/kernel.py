@@ -15,12 +15,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
 
 from ._numerics import combine_xyz, safe_sqrt, scale_of
 from ._typing import IntScalar, NestedSequence
-from ._validate import as_int, check_array, check_finite, check_type
+from ._validate import as_int, check_sensor_data, check_type
 from .source_estimate import SourceEstimate
 from .status import SolverStatus
 
@@ -219,18 +218,7 @@ def apply_imaging_kernel(
         (``kernel.pick_ori == "vector"``).
     """
     check_type("kernel", kernel, ImagingKernel, "an ImagingKernel")
-    check_array("data", data)
-    shape = tuple(np.shape(data))
-    if len(shape) not in (2, 3):
-        raise ValueError(
-            "data must have shape (n_chan, n_times) or (n_epochs, n_chan, n_times), "
-            f"got {shape}."
-        )
-    if shape[-2] != kernel.n_chan:
-        raise ValueError(
-            f"data has {shape[-2]} channels but the kernel has {kernel.n_chan}."
-        )
-    check_finite("data", data)
+    check_sensor_data("data", data, kernel.n_chan, (2, 3), "the kernel has")
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
     sol = _apply_jit(jnp.asarray(data), kernel, batch_size)
     return SourceEstimate(
