@@ -330,7 +330,9 @@ def as_point3(name: str, x: Any) -> np.ndarray:
 _DATA_SHAPES = {2: "(n_chan, n_times)", 3: "(n_epochs, n_chan, n_times)"}
 
 
-def check_sensor_data(name: str, data: Any, n_chan: int, ndims, owner: str) -> None:
+def check_sensor_data(
+    name: str, data: Any, n_chan: int, ndims: tuple[int, ...], owner: str
+) -> None:
     """Sensor data of ``n_chan`` channels with ``ndim`` in ``ndims`` (2 and / or 3).
 
     ``TypeError`` / ``ValueError`` naming ``name``: not a real array, wrong

@@ -15,9 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Int, Real
+from numpy.typing import DTypeLike
 
 from ._numerics import scale_of
-from ._typing import NestedSequence, RealScalar
+from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
     as_int,
     check_array,
@@ -32,8 +33,6 @@ from .linalg import average_reference_basis
 
 __all__ = [
     "NoiseCov",
-    "check_covariance_values",
-    "whitener_rank",
     "compute_covariance",
     "compute_covariance_epochs",
 ]
@@ -224,8 +223,15 @@ def compute_covariance_epochs(
 
 
 def check_covariance_values(
-    name, c, proj, rank, dtype, *, need_rank=True, rank_fix="make_inverse_operator"
-):
+    name: str,
+    c: Real[ArrayLike, "chan chan"],
+    proj: str | None,
+    rank: int,
+    dtype: DTypeLike,
+    *,
+    need_rank: bool = True,
+    rank_fix: str = "make_inverse_operator",
+) -> None:
     """Eager checks of a concrete covariance (NumPy, float64).
 
     Shared by every function that whitens with (or inverts) a covariance
@@ -294,7 +300,12 @@ def check_covariance_values(
         )
 
 
-def whitener_rank(n_chan, reference, avg_ref_proj, rank):
+def whitener_rank(
+    n_chan: int,
+    reference: str | None,
+    avg_ref_proj: bool | np.bool_ | None,
+    rank: IntScalar | None,
+) -> tuple[str | None, int]:
     """Eager: ``(proj, rank)`` of the whitener for ``n_chan`` channels.
 
     ``avg_ref_proj`` None means "with the average-reference projector when

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import optimistix as optx
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Real
 
 from ._numerics import safe_div, safe_norm, scale_of
+from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
     as_int,
     check_array,
@@ -46,24 +47,27 @@ from .linalg import inv_sqrtm_sym, sqrtm_sym, svd_thin
 from .methods import AbstractMinimumNorm, SvdFactors
 from .status import SolverStatus, check_status, error_if_failed, make_status
 
+if TYPE_CHECKING:  # pragma: no cover (annotation only: inverse imports eloreta)
+    from .inverse import InverseOperator
+
 __all__ = ["eLORETA", "eloreta_weights"]
 
 
-def _to_float(x):
+def _to_float(x: float | int | np.floating | np.integer) -> float:
     """NumPy / Python reals to ``float`` (static fields hash alike); else unchanged."""
     if isinstance(x, numbers.Real) and not isinstance(x, bool | np.bool_):
         return float(x)
     return x
 
 
-def _to_int(x):
+def _to_int(x: int | np.integer) -> int:
     """NumPy / Python integers to ``int``; anything else unchanged (checked later)."""
     if isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_):
         return int(x)
     return x
 
 
-def _to_bool(x):
+def _to_bool(x: bool | np.bool_ | None) -> bool | None:
     return bool(x) if isinstance(x, np.bool_) else x
 
 
@@ -122,7 +126,9 @@ class eLORETA(AbstractMinimumNorm):
         if not isinstance(self.throw, bool):
             raise TypeError(f"throw must be True or False, got {self.throw!r}.")
 
-    def factors(self, inv, lambda2):
+    def factors(
+        self, inv: InverseOperator, lambda2: Float[Array, ""]
+    ) -> tuple[SvdFactors, SolverStatus]:
         """Fit the eLORETA weights ``R`` and return the weighted SVD factors.
 
         Parameters
@@ -171,7 +177,9 @@ class eLORETA(AbstractMinimumNorm):
         out = (SvdFactors(u.T, sing, leads), status)
         return error_if_failed(out, status, self.throw)
 
-    def noise_weight(self, sing, lambda2):
+    def noise_weight(
+        self, sing: Float[Array, " comp"], lambda2: Float[Array, ""]
+    ) -> None:
         return None  # eLORETA is not noise-normalised (A·m)
 
     def for_eager(self) -> eLORETA:
@@ -503,14 +511,14 @@ def _weights_kernel(gain, source_std, lambda2, n_orient, n_nzero, method):
 
 
 def eloreta_weights(
-    gain: Float[Array, "chan src_orient"],
-    lambda2: float | Float[Array, ""],
+    gain: Real[ArrayLike, "white src_orient"] | NestedSequence,
+    lambda2: RealScalar,
     *,
-    n_orient: int,
-    source_std: Float[Array, " src_orient"] | None = None,
-    n_nzero: int | None = None,
+    n_orient: IntScalar,
+    source_std: Real[ArrayLike, " src_orient"] | NestedSequence | None = None,
+    n_nzero: IntScalar | None = None,
     method: eLORETA | None = None,
-) -> tuple[Array, SolverStatus]:
+) -> tuple[Float[Array, " src_orient"] | Float[Array, "src 3 3"], SolverStatus]:
     """Fit the eLORETA weights for a whitened gain matrix.
 
     Parameters

@@ -24,7 +24,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float, Real
+from numpy.typing import DTypeLike
+
+from ._typing import IntScalar, RealScalar
 
 __all__ = [
     "average_reference_basis",
@@ -94,7 +97,7 @@ def _svd_wide_jvp(primals, tangents):
 
 
 def svd_thin(
-    a: Float[Array, "m n"],
+    a: Float[ArrayLike, "m n"],
 ) -> tuple[Float[Array, "m k"], Float[Array, " k"], Float[Array, "k n"]]:
     """Thin SVD ``a = u @ diag(s) @ vt`` with degenerate-safe derivatives.
 
@@ -146,8 +149,8 @@ def _eigh_desc_jvp(primals, tangents):
 
 
 def eigh_sorted(
-    a: Float[Array, "... n n"],
-) -> tuple[Float[Array, "... n"], Float[Array, "... n n"]]:
+    a: Float[ArrayLike, "*batch n n"],
+) -> tuple[Float[Array, "*batch n"], Float[Array, "*batch n n"]]:
     """Eigendecomposition of symmetric matrices, eigenvalues in DESCENDING order.
 
     Parameters
@@ -255,8 +258,8 @@ _inv_sqrtm = _make_sym_fn(_inv_sqrt_of_roots, _inv_sqrt_dd)
 
 
 def sqrtm_sym(
-    a: Float[Array, "... n n"], rcond: float | None = None
-) -> Float[Array, "... n n"]:
+    a: Float[ArrayLike, "*batch n n"], rcond: RealScalar | None = None
+) -> Float[Array, "*batch n n"]:
     """Symmetric square root of symmetric PSD matrices (batched over leading axes).
 
     Parameters
@@ -278,8 +281,8 @@ def sqrtm_sym(
 
 
 def inv_sqrtm_sym(
-    a: Float[Array, "... n n"], rcond: float | None = None
-) -> Float[Array, "... n n"]:
+    a: Float[ArrayLike, "*batch n n"], rcond: RealScalar | None = None
+) -> Float[Array, "*batch n n"]:
     """Symmetric pseudo-inverse square root ``A^(-1/2)`` (batched over leading axes).
 
     Eigenvalues at or below ``rcond`` times the largest (None: ``10 ε``) are
@@ -293,7 +296,9 @@ def inv_sqrtm_sym(
 # --------------------------------------------------------------------------- #
 # Whitening
 # --------------------------------------------------------------------------- #
-def average_reference_basis(n: int, dtype=np.float64) -> np.ndarray:
+def average_reference_basis(
+    n: IntScalar, dtype: DTypeLike = np.float64
+) -> Float[np.ndarray, "n n-1"]:
     """Orthonormal basis of the sum-zero subspace of R^n (Helmert contrasts).
 
     Returns
@@ -342,7 +347,10 @@ def _whitener_kernel(cov, proj, rank):
 
 
 def compute_whitener(
-    cov: Float[Array, "n n"], *, proj: str | None = "average", rank: int | None = None
+    cov: Real[ArrayLike, "n n"],
+    *,
+    proj: str | None = "average",
+    rank: IntScalar | None = None,
 ) -> tuple[Float[Array, "r n"], Float[Array, " r"]]:
     """Rank-aware whitener of a sensor noise covariance.
 
