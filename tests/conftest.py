@@ -27,6 +27,3 @@ settings.register_profile(
     print_blob=True,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-
-# Used by parametrised tests across modules.
-METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import exg_jax as ex
+from exg_jax.inverse import METHOD_ALIASES
 
 RTOL = 1e-2
-METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
+METHODS = tuple(METHOD_ALIASES)  # MNE's strings, one per method object
 ELORETA = ex.eLORETA(eps=1e-6, max_iter=100)
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from exg_jax.covariance import NoiseCov
 from exg_jax.interop import forward_from_mne
-from exg_jax.inverse import make_inverse_operator
+from exg_jax.inverse import METHOD_ALIASES, make_inverse_operator
 from exg_jax.resolution import (
     METRICS,
     ResolutionOperator,
@@ -31,7 +31,7 @@ from exg_jax.resolution import (
     spatial_spread,
 )
 
-METHODS = ("MNE", "dSPM", "sLORETA", "eLORETA")
+METHODS = tuple(METHOD_ALIASES)  # MNE's strings, one per method object
 
 
 # ---------------------------------------------------------------------------
