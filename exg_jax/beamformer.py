@@ -48,7 +48,7 @@ from ._validate import (
 )
 from .covariance import NoiseCov, check_covariance_values, whitener_rank
 from .forward import ForwardOperator
-from .kernel import ImagingKernel, apply_prepared
+from .kernel import ImagingKernel, apply_prepared_jit
 from .linalg import (
     _whitener_kernel,
     eigh_sorted,
@@ -658,11 +658,6 @@ def make_lcmv(
 # --------------------------------------------------------------------------- #
 # Application
 # --------------------------------------------------------------------------- #
-@eqx.filter_jit
-def _apply_jit(data, kernel, batch_size):
-    return apply_prepared(kernel, data, batch_size)
-
-
 def _validate_data(name, data, filters, ndim):
     _check_filters(filters)
     check_sensor_data(name, data, filters.n_chan, (ndim,), "the filters have")
@@ -699,7 +694,7 @@ def apply_lcmv(
     Equivalent to ``mne.beamformer.apply_lcmv(evoked, filters)``.
     """
     _validate_data("data", data, filters, 2)
-    sol = _apply_jit(jnp.asarray(data), filters.imaging_kernel(), None)
+    sol = apply_prepared_jit(jnp.asarray(data), filters.imaging_kernel(), None)
     return _estimate(sol, filters)
 
 
@@ -729,7 +724,7 @@ def apply_lcmv_epochs(
     """
     _validate_data("epochs", epochs, filters, 3)
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
-    sol = _apply_jit(jnp.asarray(epochs), filters.imaging_kernel(), batch_size)
+    sol = apply_prepared_jit(jnp.asarray(epochs), filters.imaging_kernel(), batch_size)
     return _estimate(sol, filters)
 
 

@@ -325,16 +325,12 @@ def _update(r, gain, r_prior, lambda2, gram, cfg):
 
 
 def _rel_change(new, old):
-    """||new - old||_F / ||old||_F, computed on rescaled values.
+    """||new - old||_F / ||old||_F, scale-free (``safe_norm``).
 
     The weights carry physical units (≈ 1e-19 for a whitened EEG gain in
     V/(A·m)); squaring them unscaled underflows in float32.
     """
-    scale = jnp.max(jnp.abs(old))
-    scale = jnp.where(scale > 0, scale, 1.0)
-    return jnp.linalg.norm(((new - old) / scale).ravel()) / jnp.linalg.norm(
-        (old / scale).ravel()
-    )
+    return safe_norm(new - old) / safe_norm(old)
 
 
 # ---------------------------------------------------------------------------

@@ -432,7 +432,7 @@ def _lambda2_array(lambda2, inv):
     return jnp.asarray(lambda2, dtype=jnp.result_type(inv.sing))
 
 
-def _compiled_method(method, *arrays):
+def compiled_method(method, *arrays):
     """``method.for_eager()`` when every input is concrete (see ``check``)."""
     return method.for_eager() if is_concrete(*arrays) else method
 
@@ -481,7 +481,7 @@ def imaging_kernel(
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
     lam = _lambda2_array(lambda2, inv)
-    k = _imaging_kernel_jit(inv, lam, _compiled_method(method, inv, lam), pick_ori)
+    k = _imaging_kernel_jit(inv, lam, compiled_method(method, inv, lam), pick_ori)
     method.check(k.status)
     return k
 
@@ -490,7 +490,7 @@ def _apply(data, inv, lambda2, method, pick_ori, batch_size):
     lam = _lambda2_array(lambda2, inv)
     data = jnp.asarray(data)
     sol, status = _apply_jit(
-        data, inv, lam, _compiled_method(method, data, inv, lam), pick_ori, batch_size
+        data, inv, lam, compiled_method(method, data, inv, lam), pick_ori, batch_size
     )
     method.check(status)
     return SourceEstimate(

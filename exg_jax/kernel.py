@@ -189,9 +189,10 @@ def apply_prepared(k: ImagingKernel, data, batch_size=None):
     return jax.lax.map(apply, data, batch_size=batch_size)
 
 
-@eqx.filter_jit
-def _apply_jit(data, k, batch_size):
-    return apply_prepared(k, data, batch_size)
+#: ``apply_prepared`` compiled (data, kernel, batch_size); shared with the beamformer.
+apply_prepared_jit = eqx.filter_jit(
+    lambda data, k, batch_size: apply_prepared(k, data, batch_size)
+)
 
 
 def apply_imaging_kernel(
@@ -220,7 +221,7 @@ def apply_imaging_kernel(
     check_type("kernel", kernel, ImagingKernel, "an ImagingKernel")
     check_sensor_data("data", data, kernel.n_chan, (2, 3), "the kernel has")
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
-    sol = _apply_jit(jnp.asarray(data), kernel, batch_size)
+    sol = apply_prepared_jit(jnp.asarray(data), kernel, batch_size)
     return SourceEstimate(
         sol,
         kernel.src_pos,

@@ -41,11 +41,10 @@ from ._validate import (
     check_range,
     check_real_scalar,
     check_type,
-    is_concrete,
     lambda2_error_if,
 )
 from .forward import ForwardOperator
-from .inverse import InverseOperator, as_method
+from .inverse import InverseOperator, as_method, compiled_method
 from .kernel import ImagingKernel
 from .methods import AbstractInverseMethod
 
@@ -219,43 +218,45 @@ def _kernel_factors(k, gain, src_nn, n_orient_fwd, fwd_ori):
 
 
 def _build_factors(inv, fwd, lambda2, method, fwd_ori):
-    if isinstance(inv, ImagingKernel):
-        n_chan, n_src, what = inv.n_chan, inv.n_src, "kernel"
-    else:
-        check_type(
-            "inv",
-            inv,
-            (InverseOperator, ImagingKernel),
-            "an InverseOperator (from make_inverse_operator) or an ImagingKernel",
-        )
+    check_type(
+        "inv",
+        inv,
+        (InverseOperator, ImagingKernel),
+        "an InverseOperator (from make_inverse_operator) or an ImagingKernel",
+    )
     check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
     check_option("fwd_ori", fwd_ori, _FWD_ORIS)
-    if not isinstance(inv, ImagingKernel):
+    is_kernel = isinstance(inv, ImagingKernel)
+    if not is_kernel:
         method = as_method(method)
-        n_chan, n_src, what = inv.n_chan, inv.n_src, "inv"
-    if fwd.n_chan != n_chan:
+    what = "kernel" if is_kernel else "inv"
+    if fwd.n_chan != inv.n_chan:
         raise ValueError(
-            f"fwd has {fwd.n_chan} channels but {what} has {n_chan}; they must match."
+            f"fwd has {fwd.n_chan} channels but {what} has {inv.n_chan}; they must match."
         )
-    if fwd.n_src != n_src:
-        raise ValueError(f"fwd has {fwd.n_src} sources but {what} has {n_src}.")
+    if fwd.n_src != inv.n_src:
+        raise ValueError(f"fwd has {fwd.n_src} sources but {what} has {inv.n_src}.")
     if fwd.n_orient == 3 and fwd_ori == "normal" and fwd.src_nn is None:
         raise ValueError(
             "fwd_ori='normal' needs source normals (fwd.src_nn is None); pass fwd_ori='free'."
         )
-    if isinstance(inv, ImagingKernel):
-        dtype = jnp.result_type(inv.kernel.dtype, fwd.gain.dtype)
-        gain = jnp.asarray(fwd.gain, dtype)
-        src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype)
-        return _kernel_factors(inv, gain, src_nn, fwd.n_orient, fwd_ori)
-    dtype = jnp.result_type(inv.eigen_leads.dtype, fwd.gain.dtype)
-    check_lambda2(lambda2, dtype)
+    own = inv.kernel if is_kernel else inv.eigen_leads
+    dtype = jnp.result_type(own.dtype, fwd.gain.dtype)
+    if not is_kernel:
+        check_lambda2(lambda2, dtype)
     gain = jnp.asarray(fwd.gain, dtype)
     src_nn = None if fwd.src_nn is None else jnp.asarray(fwd.src_nn, dtype)
+    if is_kernel:
+        return _kernel_factors(inv, gain, src_nn, fwd.n_orient, fwd_ori)
     lam = jnp.asarray(lambda2, dtype)
-    compiled = method.for_eager() if is_concrete(inv, gain, lam) else method
     kern, cols, status = _operator_factors(
-        inv, gain, src_nn, lam, compiled, fwd.n_orient, fwd_ori
+        inv,
+        gain,
+        src_nn,
+        lam,
+        compiled_method(method, inv, gain, lam),
+        fwd.n_orient,
+        fwd_ori,
     )
     method.check(status)
     return kern, cols
