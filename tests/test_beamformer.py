@@ -402,8 +402,10 @@ def test_grad_matches_finite_differences(small, case):
         assert abs(an - fd) <= 2e-8 * abs(fd), (i, an, fd)  # measured <= 3.2e-9
 
 
-def test_float32_matches_float64(small):
-    kw = LOSS_CASES[0]
+@pytest.mark.parametrize("case", [0, 1], ids=["none_ung", "maxpower_none"])
+def test_float32_matches_float64(small, case):
+    """Values and gradients in float32 vs float64, SI units (gain ≈ 10 V/(A·m), C ≈ 1e-12 V²)."""
+    kw = LOSS_CASES[case]
     out = {}
     for dt in (jnp.float32, jnp.float64):
         f = make_lcmv(
@@ -423,7 +425,7 @@ def test_float32_matches_float64(small):
     g = {}
     for dt in (jnp.float32, jnp.float64):
         args = [jnp.asarray(small[k], dt) for k in ("gain", "data_cov", "noise_cov")]
-        g[dt] = [np.asarray(x, np.float64) for x in _grad_fn(0, small)(*args)]
+        g[dt] = [np.asarray(x, np.float64) for x in _grad_fn(case, small)(*args)]
     for g32, g64 in zip(g[jnp.float32], g[jnp.float64], strict=True):
         assert np.all(np.isfinite(g32))
         # measured <= 4.7e-6 (test_float32.py allows 1e-2 for the other stages)
