@@ -46,6 +46,24 @@ class RESULTS(eqxi.Enumeration):
         "The fit stopped with a misfit above its tolerance (raise n_starts / "
         "max_iter, or pass throw=False to get the best fit found)."
     )
+    at_bound = (
+        "The optimum lies at a bound of the search range (widen the bounds, or "
+        "the data do not determine it, e.g. pure noise; pass throw=False to get "
+        "the bound with status.converged False)."
+    )
+    infeasible = (
+        "The fitted head model lies on a constraint: a source at the innermost "
+        "shell or an electrode inside it (the penalty is active; move the "
+        "start, freeze the centre or the radii, or pass throw=False)."
+    )
+    refit_failed = (
+        "The Berg–Scherg refit of the fitted head model failed (poor fit or "
+        "non-finite; use forward='exact', or pass throw=False)."
+    )
+    solver_failed = (
+        "The optimiser stopped on an internal failure (line search or linear "
+        "solve; try another solver or start, or pass throw=False)."
+    )
 
 
 class SolverStatus(eqx.Module):
