@@ -5,9 +5,9 @@ The pipeline, one module per stage: ``sphere`` (head model) → ``forward``
 ``covariance`` (noise covariance) → ``inverse`` (inverse operator and its
 application) with the methods in ``methods`` / ``eloreta`` and the
 ``beamformer`` (LCMV) → ``kernel`` (imaging kernels, what every method
-produces) → ``resolution`` and ``snr``. Every stage is a pure function over
-Equinox modules; iterative parts report a ``SolverStatus`` (``status``). See
-the README.
+produces) → ``regularization`` (choosing λ² from the data), ``headfit``
+(fitting the head model and λ² by gradients), ``resolution`` and ``snr``. Every stage is a pure function over Equinox modules; iterative
+parts report a ``SolverStatus`` (``status``). See the README.
 """
 
 from .beamformer import (
@@ -21,6 +21,17 @@ from .beamformer import (
 from .covariance import NoiseCov, compute_covariance, compute_covariance_epochs
 from .eloreta import eLORETA, eloreta_weights
 from .forward import ForwardOperator
+from .headfit import (
+    AbstractHeadModelCriterion,
+    DistributedSources,
+    HeadModelFit,
+    HeadModelProblem,
+    HeadModelTrace,
+    KnownDipoles,
+    UnknownMoments,
+    fit_head_model,
+    make_head_model_problem,
+)
 from .interop import forward_from_mne, from_mne
 from .inverse import (
     InverseOperator,
@@ -33,6 +44,26 @@ from .inverse import (
 from .kernel import ImagingKernel, apply_imaging_kernel
 from .methods import MNE, AbstractInverseMethod, AbstractMinimumNorm, dSPM, sLORETA
 from .montage import standard_montage
+from .regularization import (
+    GCV,
+    LAMBDA2_RULES,
+    AbstractCriterionRule,
+    AbstractLambda2Rule,
+    DataStats,
+    Discrepancy,
+    Evidence,
+    Lambda2Selection,
+    LCurve,
+    SnrRule,
+    data_stats,
+    discrepancy,
+    gcv,
+    hat_matrix_trace,
+    l_curve,
+    log_evidence,
+    select_lambda2,
+    snr_rule_lambda2,
+)
 from .resolution import (
     ResolutionOperator,
     get_cross_talk,
@@ -60,21 +91,38 @@ from .status import RESULTS, SolverStatus
 __version__ = "0.1.0"
 
 __all__ = [
+    "GCV",
+    "LAMBDA2_RULES",
     "MNE",
     "RESULTS",
+    "AbstractCriterionRule",
+    "AbstractHeadModelCriterion",
     "AbstractInverseMethod",
+    "AbstractLambda2Rule",
     "AbstractMinimumNorm",
     "BergSchergParams",
+    "DataStats",
+    "DistributedSources",
+    "Discrepancy",
+    "Evidence",
+    "HeadModelFit",
+    "HeadModelProblem",
+    "HeadModelTrace",
     "ForwardOperator",
     "ImagingKernel",
     "InverseOperator",
+    "KnownDipoles",
+    "LCurve",
+    "Lambda2Selection",
     "LcmvFilters",
     "NoiseCov",
     "ResolutionOperator",
     "SnrEstimate",
+    "SnrRule",
     "SolverStatus",
     "SourceEstimate",
     "SphereModel",
+    "UnknownMoments",
     "apply_imaging_kernel",
     "apply_inverse",
     "apply_inverse_epochs",
@@ -85,19 +133,27 @@ __all__ = [
     "berg_scherg_params",
     "compute_covariance",
     "compute_covariance_epochs",
+    "data_stats",
+    "discrepancy",
     "dSPM",
     "eLORETA",
     "eloreta_weights",
     "estimate_snr",
+    "fit_head_model",
     "fit_sphere_to_headshape",
     "forward_from_mne",
     "from_mne",
+    "gcv",
     "get_cross_talk",
     "get_point_spread",
     "grid_source_space",
+    "hat_matrix_trace",
     "ico_n_vertices",
     "ico_source_space",
     "imaging_kernel",
+    "l_curve",
+    "log_evidence",
+    "make_head_model_problem",
     "make_inverse_operator",
     "make_lcmv",
     "make_lcmv_resolution_matrix",
@@ -109,6 +165,8 @@ __all__ = [
     "relative_amplitude",
     "resolution_metrics",
     "sLORETA",
+    "select_lambda2",
+    "snr_rule_lambda2",
     "sphere_series_coefficients",
     "spatial_spread",
     "standard_montage",

@@ -16,6 +16,20 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+# The suite's own choice (the library never switches it on): JAX's persistent
+# compilation cache, shared by the xdist workers. Many tests compile the same
+# programs (the Berg–Scherg fit, the inverse kernels) through different jitted
+# wrappers; the cache keys on the compiled module, so those compile once per run.
+# EXG_JAX_TEST_CACHE=0 turns it off.
+if os.environ.get("EXG_JAX_TEST_CACHE", "1") != "0":
+    from pathlib import Path  # noqa: E402
+
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"),
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
 from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
