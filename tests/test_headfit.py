@@ -108,45 +108,43 @@ def test_objective_gradients_vs_finite_differences(distributed, dipoles, name):
 
     @eqx.filter_jit
     def check(p, d):
-        g = jax.grad(prob.value)(p)
+        v, g = jax.value_and_grad(prob.value)(p)
         _, jvp = jax.jvp(prob.value, (p,), (d,))
         # both finite-difference points in one vmapped evaluation
         pm = jax.tree_util.tree_map(
             lambda a, b: jnp.stack([a + h * b, a - h * b]), p, d
         )
         vals = jax.vmap(prob.value)(pm)
-        return _dot(g, d), jvp, (vals[0] - vals[1]) / (2 * h)
+        return v, g, _dot(g, d), jvp, (vals[0] - vals[1]) / (2 * h)
 
-    gd, jvp, fd = check(p, d)
-    # measured: see the closing note of issue 11 (all <= 1e-8 relative)
+    v, g, gd, jvp, fd = check(p, d)
+    # measured grad vs FD: 1.2e-9 (distributed), 5.5e-10 (known), 1.2e-8
+    # (unknown); jvp vs grad <= 2e-14
     assert abs(gd - fd) <= 1e-6 * abs(fd), (gd, fd)
     assert abs(jvp - gd) <= 1e-10 * abs(gd), (jvp, gd)
+    if name == "distributed":  # float32 (the default) against this float64
+        _float32_close(y, el, cov, crit, float(v), g)
 
 
-@pytest.mark.parametrize("name", ["distributed"])
-def test_objective_float32_close_to_float64(distributed, dipoles, name):
-    y, el, cov, crit = _criteria(distributed, dipoles)[name]
-    out = {}
-    for dt in (np.float64, np.float32):
-        sph = jax.tree_util.tree_map(
-            lambda a, dt=dt: jnp.asarray(a, dt), ex.SphereModel()
-        )
-        c = jax.tree_util.tree_map(
-            lambda a, dt=dt: jnp.asarray(a, dt) if eqx.is_array(a) else a, crit
-        )
-        prob = hf.make_head_model_problem(
-            y.astype(dt), el.astype(dt), cov.astype(dt), sph, c
-        )
-        v, g = eqx.filter_jit(lambda q, p: jax.value_and_grad(q.value)(p))(
-            prob, prob.init_params()
-        )
-        assert v.dtype == dt
-        out[dt] = (float(v), {k: np.asarray(x, float) for k, x in g.items()})
-    (v64, g64), (v32, g32) = out[np.float64], out[np.float32]
-    assert abs(v32 - v64) <= 1e-2 * abs(v64)
+def _float32_close(y, el, cov, crit, v64, g64):
+    dt = np.float32
+    sph = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dt), ex.SphereModel())
+    c = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, dt) if eqx.is_array(a) else a, crit
+    )
+    prob = hf.make_head_model_problem(
+        y.astype(dt), el.astype(dt), cov.astype(dt), sph, c
+    )
+    v32, g32 = eqx.filter_jit(lambda q, p: jax.value_and_grad(q.value)(p))(
+        prob, prob.init_params()
+    )
+    assert v32.dtype == dt
+    assert abs(float(v32) - v64) <= 1e-2 * abs(v64)
     for k in g64:
-        scale = np.max(np.abs(g64[k]))
-        np.testing.assert_allclose(g32[k], g64[k], atol=1e-2 * scale, err_msg=k)
+        ref = np.asarray(g64[k])
+        np.testing.assert_allclose(
+            np.asarray(g32[k], float), ref, atol=1e-2 * np.max(np.abs(ref)), err_msg=k
+        )
 
 
 def test_evidence_fit_recovers_skull_centre_and_lambda2(distributed):

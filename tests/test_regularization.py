@@ -406,6 +406,11 @@ def test_gradients_match_finite_differences(base, jac):
     assert np.all(np.abs(fd_g) > 0) and np.all(np.abs(fd_l) > 0)
     assert np.max(err_g) <= 1e-6, err_g
     assert np.max(err_l) <= 1e-6, err_l
+    # forward mode (jvp) equals reverse mode (jacrev) for every criterion
+    jv_g = jax.jvp(lambda g: vfn(g, jnp.asarray(lam)), (gain,), (jnp.asarray(v),))[1]
+    jv_l = jax.jvp(lambda x: vfn(gain, x), (jnp.asarray(lam),), (jnp.asarray(1.0),))[1]
+    assert np.max(np.abs(np.asarray(jv_g) - ad_g) / scale_g) <= 1e-9
+    assert np.max(np.abs(np.asarray(jv_l) - jl) / scale_l) <= 1e-9
 
 
 def test_float32_matches_float64(jac):
