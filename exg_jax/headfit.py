@@ -90,6 +90,9 @@ class _Prepared(NamedTuple):
     noise_cov: NoiseCov
     stats: DataStats
     data: Float[Array, "chan time"] | None
+    # constants of the fit, whitened once (not in every evaluation)
+    white_data: Float[Array, "white time"] | None
+    white_scatter: Float[Array, "white white"]
 
 
 class AbstractHeadModelCriterion(eqx.Module):
@@ -209,7 +212,7 @@ class KnownDipoles(AbstractHeadModelCriterion):
     def residuals(self, gain, prepared):
         m = self.moments.reshape(-1, self.moments.shape[-1])
         # scale-free: whiten the data and the model separately (W ~ 1e6 / V)
-        res = prepared.whitener @ prepared.data - (prepared.whitener @ gain) @ m
+        res = prepared.white_data - (prepared.whitener @ gain) @ m
         return res.reshape(-1)
 
     def value(self, gain, prepared, lambda2, reference):
@@ -251,12 +254,12 @@ class UnknownMoments(AbstractHeadModelCriterion):
 
     def residuals(self, gain, prepared):
         q = self._basis(gain, prepared)
-        z = prepared.whitener @ prepared.data
+        z = prepared.white_data
         return (z - q @ (q.T @ z)).reshape(-1)
 
     def value(self, gain, prepared, lambda2, reference):
         q = self._basis(gain, prepared)
-        s = prepared.whitener @ prepared.stats.scatter @ prepared.whitener.T
+        s = prepared.white_scatter
         return 0.5 * (jnp.trace(s) - jnp.sum(q * (s @ q))) / prepared.stats.n_samples
 
 
@@ -827,7 +830,14 @@ def make_head_model_problem(
         ),
         base=base,
         electrodes=electrodes.astype(dtype),
-        prepared=_Prepared(whitener, cov, stats, kept),
+        prepared=_Prepared(
+            whitener,
+            cov,
+            stats,
+            kept,
+            None if kept is None else whitener @ kept,
+            whitener @ stats.scatter @ whitener.T,
+        ),
         lambda2=jnp.asarray(lam, dtype),
         sigma_index=idx,
         fit_radii=bool(fit_radii),

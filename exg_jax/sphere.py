@@ -373,29 +373,37 @@ def _bs_core(
 _bs_kernel = eqx.filter_jit(_bs_core)
 
 
-def _as_init(init, n_fit: int):
-    """``init`` (``BergSchergParams`` or a pair ``(mu, lam)``) as two float
-    arrays of shape ``(n_fit,)``; value checks when concrete."""
-    if isinstance(init, BergSchergParams):
-        mu, lam = init.mu, init.lam
+def as_mu_lam(name: str, value, n_fit: int | None = None):
+    """Berg–Scherg ``(mu, lam)`` from a ``BergSchergParams`` or a pair, as two
+    float arrays: 1-D of equal length >= 1 (``n_fit`` None) or of shape
+    ``(n_fit,)``; finite, ``|mu| <= 1`` when concrete. ``ValueError`` /
+    ``TypeError`` name ``name`` (``"init"``, ``"berg_scherg"``)."""
+    if isinstance(value, BergSchergParams):
+        mu, lam = value.mu, value.lam
     else:
         try:
-            mu, lam = init
+            mu, lam = value
         except (TypeError, ValueError) as err:
             raise ValueError(
-                "init must be a BergSchergParams (from berg_scherg_params) or a pair "
-                f"(mu, lam) of 1-D arrays, got {type(init).__name__}."
+                f"{name} must be a BergSchergParams (from "
+                "exg_jax.sphere.berg_scherg_params) or a pair (mu, lam) of 1-D "
+                f"arrays, got {type(value).__name__}."
             ) from err
-    mu, lam = as_float_array("init mu", mu), as_float_array("init lam", lam)
-    if mu.shape != (n_fit,) or lam.shape != (n_fit,):
+    mu, lam = as_float_array(f"{name} mu", mu), as_float_array(f"{name} lam", lam)
+    if n_fit is None:
+        ok = mu.ndim == 1 and mu.shape == lam.shape and mu.shape[0] >= 1
+        want = "1-D arrays of equal length >= 1"
+    else:
+        ok = mu.shape == lam.shape == (n_fit,)
+        want = f"both have shape (n_fit,) = ({n_fit},)"
+    if not ok:
         raise ValueError(
-            f"init (mu, lam) must both have shape (n_fit,) = ({n_fit},), got "
-            f"{mu.shape} and {lam.shape}."
+            f"{name} (mu, lam) must be {want}, got shapes {mu.shape} and {lam.shape}."
         )
-    check_finite("init mu", mu)
-    check_finite("init lam", lam)
+    check_finite(f"{name} mu", mu)
+    check_finite(f"{name} lam", lam)
     if is_concrete(mu) and np.any(np.abs(np.asarray(mu)) > 1.0):
-        raise ValueError(f"init mu must lie in [-1, 1], got {np.asarray(mu)!r}.")
+        raise ValueError(f"{name} mu must lie in [-1, 1], got {np.asarray(mu)!r}.")
     return mu, lam
 
 
@@ -546,7 +554,7 @@ def berg_scherg_params(
     if n_fit >= n_terms:
         raise ValueError(f"n_fit ({n_fit}) must be smaller than n_terms ({n_terms}).")
     if init is not None:
-        init = _as_init(init, n_fit)
+        init = as_mu_lam("init", init, n_fit)
     # A traced init (a concrete model) also makes the outputs traced.
     concrete = is_concrete(sphere.radii, sphere.conductivities, init)
     mu, lam, rv, status = _bs_kernel(

@@ -31,7 +31,13 @@ from ._validate import (
     is_concrete,
 )
 from .forward import ForwardOperator
-from .sphere import BergSchergParams, SphereModel, _sphere_error_if, berg_scherg_params
+from .sphere import (
+    BergSchergParams,
+    SphereModel,
+    _sphere_error_if,
+    as_mu_lam,
+    berg_scherg_params,
+)
 
 __all__ = [
     "BERG_SCHERG_CACHE_SIZE",
@@ -245,33 +251,8 @@ def _resolve_berg_scherg(sphere, berg_scherg, dtype):
             fit = berg_scherg_params(sphere)
             mu, lam = fit.mu, fit.lam
     else:
-        if isinstance(berg_scherg, BergSchergParams):
-            # Only .mu and .lam: the other fields (residual, ...) do not enter the gain.
-            mu, lam = berg_scherg.mu, berg_scherg.lam
-        else:
-            try:
-                mu, lam = berg_scherg
-            except (TypeError, ValueError) as err:
-                raise ValueError(
-                    "berg_scherg must be a BergSchergParams (from "
-                    "exg_jax.sphere.berg_scherg_params) or a pair (mu, lam) of 1-D "
-                    f"arrays, got {type(berg_scherg).__name__}."
-                ) from err
-        mu, lam = (
-            as_float_array("berg_scherg mu", mu),
-            as_float_array("berg_scherg lam", lam),
-        )
-        if mu.ndim != 1 or mu.shape != lam.shape or mu.shape[0] < 1:
-            raise ValueError(
-                f"berg_scherg (mu, lam) must be 1-D arrays of equal length >= 1, got shapes "
-                f"{mu.shape} and {lam.shape}."
-            )
-        check_finite("berg_scherg mu", mu)
-        check_finite("berg_scherg lam", lam)
-        if is_concrete(mu) and np.any(np.abs(np.asarray(mu)) > 1.0):
-            raise ValueError(
-                f"berg_scherg mu must lie in [-1, 1], got {np.asarray(mu)!r}."
-            )
+        # Only .mu and .lam: the other fields (residual, ...) do not enter the gain.
+        mu, lam = as_mu_lam("berg_scherg", berg_scherg)
     return mu.astype(dtype), lam.astype(dtype)
 
 
