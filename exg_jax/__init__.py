@@ -18,6 +18,7 @@ from .beamformer import (
     make_lcmv,
     make_lcmv_resolution_matrix,
 )
+from .cache import default_cache_dir, enable_compilation_cache
 from .covariance import NoiseCov, compute_covariance, compute_covariance_epochs
 from .eloreta import eLORETA, eloreta_weights
 from .forward import ForwardOperator
@@ -37,6 +38,7 @@ from .inverse import (
     InverseOperator,
     apply_inverse,
     apply_inverse_epochs,
+    apply_inverse_raw,
     as_method,
     imaging_kernel,
     make_inverse_operator,
@@ -44,6 +46,7 @@ from .inverse import (
 from .kernel import ImagingKernel, apply_imaging_kernel
 from .methods import MNE, AbstractInverseMethod, AbstractMinimumNorm, dSPM, sLORETA
 from .montage import standard_montage
+from .reductions import AbstractReduction, LabelTimeCourses, parcellate
 from .regularization import (
     GCV,
     LAMBDA2_RULES,
@@ -96,6 +99,7 @@ __all__ = [
     "MNE",
     "RESULTS",
     "AbstractCriterionRule",
+    "AbstractReduction",
     "AbstractHeadModelCriterion",
     "AbstractInverseMethod",
     "AbstractLambda2Rule",
@@ -126,6 +130,11 @@ __all__ = [
     "apply_imaging_kernel",
     "apply_inverse",
     "apply_inverse_epochs",
+    "apply_inverse_raw",
+    "LabelTimeCourses",
+    "parcellate",
+    "default_cache_dir",
+    "enable_compilation_cache",
     "apply_lcmv",
     "apply_lcmv_cov",
     "apply_lcmv_epochs",

@@ -11,14 +11,17 @@ the *amplitude*, MNE's convention: ``lambda2 = 1 / 3**2`` for SNR = 3).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Real
+from jaxtyping import Array, ArrayLike, Float, PyTree, Real
 
+from . import _stream
 from ._numerics import safe_norm, scale_of
 from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
@@ -42,6 +45,7 @@ from .forward import ForwardOperator
 from .kernel import ImagingKernel, apply_prepared
 from .linalg import _whitener_kernel, eigh_sorted, svd_thin
 from .methods import MNE, AbstractInverseMethod, dSPM, sLORETA
+from .reductions import AbstractReduction
 from .source_estimate import SourceEstimate
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "SourceEstimate",
     "apply_inverse",
     "apply_inverse_epochs",
+    "apply_inverse_raw",
     "as_method",
     "imaging_kernel",
     "make_inverse_operator",
@@ -543,40 +548,382 @@ def apply_inverse(
     return _apply(data, inv, lambda2, method, pick_ori, None)
 
 
+def _stream_kernel(inv, lambda2, method, pick_ori, reduce):
+    """The imaging kernel the streaming engine applies (and the reduction's view)."""
+    vector = (
+        isinstance(reduce, AbstractReduction)
+        and reduce.needs_vector
+        and pick_ori is None
+        and inv.n_orient == 3
+    )
+    return imaging_kernel(
+        inv, lambda2, method, pick_ori="vector" if vector else pick_ori
+    )
+
+
+def _check_reduce(reduce):
+    if reduce is not None and not callable(reduce):
+        raise TypeError(
+            "reduce must be None, an exg_jax reduction (LabelTimeCourses, SourcePSD, "
+            f"BandPower, ...) or a jittable callable, got {type(reduce).__name__}."
+        )
+
+
+def _check_out(out, shape, name="out"):
+    if out is None:
+        return
+    if not isinstance(out, np.ndarray):
+        raise TypeError(
+            f"{name} must be a writable NumPy array or np.memmap, got {type(out).__name__}."
+        )
+    if not out.flags.writeable:
+        raise ValueError(
+            f"{name} is read-only (open the memmap with mode='r+' or 'w+')."
+        )
+    if shape is not None and tuple(out.shape) != tuple(shape):
+        raise ValueError(
+            f"{name} must have shape {tuple(shape)}, got {tuple(out.shape)}."
+        )
+
+
+def _stream_dtype(data, inv):
+    dt = getattr(data, "dtype", None)
+    if dt is None or not np.issubdtype(np.dtype(dt), np.floating):
+        return np.dtype(jnp.result_type(inv.sing))
+    return np.dtype(jnp.result_type(np.dtype(dt), inv.sing))
+
+
+def _chunk_checker(name, n_chan, ndim, axis):
+    """Per-chunk checks (shape, channels, NaN / Inf) run where the chunk is read."""
+    done = [0]
+
+    def check(c):
+        if c.ndim != ndim:
+            raise ValueError(
+                f"{name}: a chunk has shape {c.shape}; expected {ndim} dimensions."
+            )
+        if c.shape[-2] != n_chan:
+            raise ValueError(
+                f"{name} has {c.shape[-2]} channels but the inverse operator has {n_chan}."
+            )
+        finite = (
+            bool(jnp.all(jnp.isfinite(c)))
+            if isinstance(c, jax.Array)
+            else bool(np.all(np.isfinite(c)))
+        )
+        if not finite:
+            where = "epochs" if axis == "epochs" else "samples"
+            n = c.shape[0] if axis == "epochs" else c.shape[-1]
+            raise ValueError(
+                f"{name} contains NaN or Inf in {where} {done[0]} to {done[0] + n - 1} "
+                "(nothing past them was processed)."
+            )
+        done[0] += c.shape[0] if axis == "epochs" else c.shape[-1]
+
+    return check
+
+
 def apply_inverse_epochs(
-    epochs: Real[ArrayLike, "epoch chan time"] | NestedSequence,
+    epochs: Real[ArrayLike, "epoch chan time"] | NestedSequence | Iterable,
     inv: InverseOperator,
     lambda2: RealScalar = 1.0 / 9.0,
     method: str | AbstractInverseMethod = "dSPM",
     *,
     pick_ori: str | None = None,
     batch_size: IntScalar | None = None,
-) -> SourceEstimate:
-    """Apply an inverse operator to a batch of epochs.
+    reduce: Callable | None = None,
+    out: np.ndarray | None = None,
+    chunk_size: IntScalar | None = None,
+    devices: Sequence[jax.Device] | str | None = None,
+    progress: bool | None = None,
+) -> SourceEstimate | PyTree:
+    """Apply an inverse operator to a batch of epochs, in memory or streamed.
 
-    The kernel is assembled once; the epochs are then processed by a compiled
-    loop (``jax.lax.map``, ``batch_size`` epochs per step; None: one at a
-    time), never a Python loop, and never materialising the unreduced
-    three-component solution of more than ``batch_size`` epochs.
+    Two paths, one result:
+
+    * **On the device** (``epochs`` a JAX array, traced or not, and none of
+      ``out``, ``chunk_size``, ``devices``): the kernel is assembled once and
+      the epochs go through one compiled loop (``jax.lax.map``, ``batch_size``
+      epochs per step). Differentiable; ``reduce`` is applied to the whole
+      estimate inside the same program.
+    * **Streamed** (``epochs`` a NumPy array, an ``np.memmap`` or an iterable
+      of chunks, or any of ``out`` / ``chunk_size`` / ``devices`` given, or
+      ``reduce`` with concrete data): ``chunk_size`` epochs at a time through
+      one compiled step (the last chunk padded; no recompilation). The next
+      chunk is read and transferred while the device computes the current
+      one, so the device holds O(chunk), never O(n_epochs); only
+      ``reduce``'s output (or the unreduced estimate, into ``out``) comes back
+      to the host. Not differentiable (host data).
 
     Parameters
     ----------
-    epochs : Array, shape (n_epochs, n_chan, n_times), V
+    epochs : array, shape (n_epochs, n_chan, n_times), V; or an iterable of chunks
+        A JAX or NumPy array, an ``np.memmap`` (larger than memory is fine),
+        or an iterable (a generator, a reader) of arrays of shape
+        (n_i, n_chan, n_times) (or (n_chan, n_times) for one epoch).
     inv, lambda2, method, pick_ori
         As :func:`apply_inverse`.
     batch_size : int or None
-        Epochs per compiled step.
+        Device path: epochs per compiled step (None: one at a time).
+    reduce : AbstractReduction or callable or None
+        What to keep, computed on the device per chunk: a built-in
+        (:class:`~exg_jax.LabelTimeCourses`, :class:`~exg_jax.SourcePSD`,
+        :class:`~exg_jax.BandPower`) or any jittable function of a chunk's
+        estimate (n_chunk, n_src[, 3], n_times) returning arrays whose leading
+        axis is the chunk's epochs. None: the estimate itself.
+    out : writable NumPy array or np.memmap, optional
+        Destination of the unreduced estimate (n_epochs, n_src[, 3], n_times)
+        or of an array-valued ``reduce``'s output; written chunk by chunk.
+    chunk_size : int or None
+        Epochs per streamed chunk (rounded up to a multiple of the number of
+        devices). None: as many as keep a chunk's unreduced estimate near
+        256 MB.
+    devices : "all" or sequence of jax.Device, optional
+        Shard each chunk's epochs over these devices (a 1-D mesh); the
+        operator is replicated. Identical results to one device.
+    progress : bool or None
+        A progress bar (tqdm) over the streamed epochs; None: only when
+        stderr is a terminal.
 
     Returns
     -------
     stc : SourceEstimate
-        ``data`` (n_epochs, n_src, n_times) or (n_epochs, n_src, 3, n_times).
+        Without ``reduce``: ``data`` (n_epochs, n_src, n_times) or
+        (n_epochs, n_src, 3, n_times); a device array on the device path, a
+        NumPy array (or ``out``) when streamed.
+    reduced : pytree of arrays
+        With ``reduce``: its output, concatenated over the chunks (NumPy
+        arrays when streamed, or ``out``).
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes or channel count, NaN / Inf in the data (streamed: in
+        the chunk where they are met, naming the epochs; what came before is
+        kept in ``out``), ``reduce`` output without a leading epoch axis.
 
     Notes
     -----
-    Equivalent to ``mne.minimum_norm.apply_inverse_epochs`` with ``nave=1``.
+    Equivalent to ``mne.minimum_norm.apply_inverse_epochs`` with ``nave=1``
+    (MNE's ``return_generator=True`` plus the user's own loop for the
+    reduction).
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
-    check_sensor_data("epochs", epochs, inv.n_chan, (3,), "the inverse operator has")
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
-    return _apply(epochs, inv, lambda2, method, pick_ori, batch_size)
+    chunk_size = as_int("chunk_size", chunk_size, minimum=1, allow_none=True)
+    _check_reduce(reduce)
+    devs = _stream.as_devices(devices)
+    streamed = _stream.is_streamable(epochs) or (
+        is_concrete(epochs)
+        and (reduce is not None or out is not None or chunk_size is not None or devs)
+    )
+    if not streamed:
+        if out is not None or chunk_size is not None or devs is not None:
+            raise ValueError(
+                "out, chunk_size and devices stream concrete data; they cannot be used "
+                "on traced epochs (inside jit / grad / vmap)."
+            )
+        check_sensor_data(
+            "epochs", epochs, inv.n_chan, (3,), "the inverse operator has"
+        )
+        if reduce is None:
+            return _apply(epochs, inv, lambda2, method, pick_ori, batch_size)
+        kern = _stream_kernel(inv, lambda2, method, pick_ori, reduce)
+        return _apply_reduce_jit(jnp.asarray(epochs), kern, reduce, batch_size)
+    if isinstance(epochs, np.ndarray | jax.Array):
+        check_array("epochs", epochs)
+        if epochs.ndim != 3:
+            raise ValueError(
+                f"epochs must have shape (n_epochs, n_chan, n_times), got {epochs.shape}."
+            )
+        if epochs.shape[1] != inv.n_chan:
+            raise ValueError(
+                f"epochs has {epochs.shape[1]} channels but the inverse operator has "
+                f"{inv.n_chan}."
+            )
+        n_total = int(epochs.shape[0])
+        n_times = int(epochs.shape[2])
+    else:
+        it = iter(epochs)
+        first = next(it, None)
+        if first is None:
+            raise ValueError("epochs is an empty iterable.")
+        check_array("epochs", first)
+        first = np.asarray(first)
+        n_times = int(first.shape[-1])
+        epochs = itertools.chain([first], it)
+        n_total = None
+    kern = _stream_kernel(inv, lambda2, method, pick_ori, reduce)
+    dtype = _stream_dtype(epochs, inv)
+    n_dev = len(devs) if devs else 1
+    if chunk_size is None:
+        chunk_size = _stream.default_chunk(
+            kern.kernel.shape[0], n_times, dtype.itemsize, n_dev
+        )
+    chunk_size = -(-chunk_size // n_dev) * n_dev
+    if out is not None and reduce is None:
+        rows = kern.n_src
+        shape = (n_total, rows) + ((3,) if _is_vector(kern) else ()) + (n_times,)
+        _check_out(out, shape if n_total is not None else None)
+    else:
+        _check_out(out, None)
+    check = _chunk_checker("epochs", inv.n_chan, 3, "epochs")
+    chunks = (_checked(c, check) for c in _stream.iter_epoch_chunks(epochs, chunk_size))
+    res = _stream.stream(
+        kern, chunks, axis="epochs", chunk_len=chunk_size, reduce=reduce, out=out,
+        n_total=n_total, devices=devs, progress=_stream.use_progress(progress),
+        dtype=dtype, desc="apply_inverse_epochs",
+    )  # fmt: skip
+    if reduce is not None:
+        return res
+    return SourceEstimate(
+        res, inv.src_pos, method=method.name, pick_ori=pick_ori, status=kern.status
+    )
+
+
+def _checked(c, check):
+    if not isinstance(c, np.ndarray | jax.Array):
+        c = np.asarray(c)
+    check(c)
+    return c
+
+
+def _is_vector(k: ImagingKernel) -> bool:
+    return k.n_orient == 3 and k.pick_ori == "vector"
+
+
+@eqx.filter_jit
+def _apply_reduce_jit(data, k, reduce, batch_size):
+    return reduce(apply_prepared(k, data, batch_size))
+
+
+def apply_inverse_raw(
+    raw: Real[ArrayLike, "chan time"] | Iterable,
+    inv: InverseOperator,
+    lambda2: RealScalar = 1.0 / 9.0,
+    method: str | AbstractInverseMethod = "dSPM",
+    *,
+    start: IntScalar | None = None,
+    stop: IntScalar | None = None,
+    pick_ori: str | None = None,
+    buffer_size: IntScalar | None = None,
+    reduce: Callable | None = None,
+    out: np.ndarray | None = None,
+    devices: Sequence[jax.Device] | str | None = None,
+    progress: bool | None = None,
+) -> SourceEstimate | PyTree:
+    """Apply an inverse operator to continuous data, streamed in time chunks.
+
+    Parameters
+    ----------
+    raw : array, shape (n_chan, n_samples), V; or an iterable of chunks
+        A NumPy or JAX array or an ``np.memmap`` (larger than memory is
+        fine), or an iterable of (n_chan, n_i) chunks (then ``start`` /
+        ``stop`` do not apply).
+    inv, lambda2, method, pick_ori
+        As :func:`apply_inverse`.
+    start, stop : int or None
+        First and one-past-last sample (0 and n_samples by default), as
+        MNE's ``start`` / ``stop``.
+    buffer_size : int or None
+        Samples per chunk (MNE's ``buffer_size``; rounded up to a multiple of
+        the number of devices). None: as many as keep a chunk's unreduced
+        estimate near 256 MB. The result does not depend on it.
+    reduce : AbstractReduction or callable or None
+        A reduction that acts on each sample on its own (``time_local``,
+        e.g. ``LabelTimeCourses(mode="mean_flip")``) or any jittable function
+        of a chunk (n_src[, 3], n_i) whose output's last axis is time.
+    out : writable NumPy array or np.memmap, optional
+        Destination of the unreduced estimate (n_src[, 3], n_samples).
+    devices, progress
+        As :func:`apply_inverse_epochs` (the samples of a chunk are sharded).
+
+    Returns
+    -------
+    stc : SourceEstimate
+        ``data`` (n_src, n_samples) or (n_src, 3, n_samples), NumPy (or
+        ``out``).
+    reduced : pytree of NumPy arrays
+        With ``reduce``: its output, concatenated along time.
+
+    Notes
+    -----
+    Equivalent to ``mne.minimum_norm.apply_inverse_raw(raw, inv, lambda2,
+    method, start=start, stop=stop, pick_ori=pick_ori,
+    buffer_size=buffer_size)`` with ``nave=1``. Every output sample is a
+    linear function of its own input sample, so chunks give the same result
+    as the whole record.
+    """
+    method = _validate_operator(inv, method, pick_ori, lambda2)
+    buffer_size = as_int("buffer_size", buffer_size, minimum=1, allow_none=True)
+    _check_reduce(reduce)
+    if isinstance(reduce, AbstractReduction) and not reduce.time_local:
+        raise ValueError(
+            f"reduce={type(reduce).__name__}(...) does not act on each sample on its "
+            "own (time_local is False), so continuous data cannot be reduced in time "
+            "chunks; cut the data into epochs (apply_inverse_epochs) instead."
+        )
+    devs = _stream.as_devices(devices)
+    n_dev = len(devs) if devs else 1
+    kern = imaging_kernel(inv, lambda2, method, pick_ori=pick_ori)
+    if isinstance(raw, np.ndarray | jax.Array) or not _stream.is_streamable(raw):
+        check_array("raw", raw)
+        if not isinstance(raw, np.ndarray | jax.Array):
+            raw = np.asarray(raw)
+        if raw.ndim != 2:
+            raise ValueError(
+                f"raw must have shape (n_chan, n_samples), got {tuple(raw.shape)}."
+            )
+        if raw.shape[0] != inv.n_chan:
+            raise ValueError(
+                f"raw has {raw.shape[0]} channels but the inverse operator has "
+                f"{inv.n_chan}."
+            )
+        # NaN / Inf: checked chunk by chunk where each is read (a memmap is not
+        # read twice).
+        n = int(raw.shape[1])
+        start = as_int("start", 0 if start is None else start, minimum=0)
+        stop = as_int("stop", n if stop is None else stop, minimum=0)
+        if start > n or stop > n or start >= stop:
+            raise ValueError(
+                f"start and stop must satisfy 0 <= start < stop <= n_samples = {n}, "
+                f"got start={start}, stop={stop}."
+            )
+        n_total = stop - start
+        if buffer_size is None:
+            rows = kern.kernel.shape[0]
+            buffer_size = max(1, _stream.CHUNK_BYTES // (rows * 8))
+        buffer_size = min(buffer_size, n_total)
+        buffer_size = -(-buffer_size // n_dev) * n_dev
+        chunks = _stream.iter_time_chunks(raw, start, stop, buffer_size)
+    else:
+        if start is not None or stop is not None:
+            raise ValueError(
+                "start / stop apply to an array, not to an iterable of chunks."
+            )
+        if buffer_size is None:
+            raise ValueError(
+                "buffer_size is required with an iterable of chunks (the largest chunk)."
+            )
+        buffer_size = -(-buffer_size // n_dev) * n_dev
+        chunks = iter(raw)
+        n_total = None
+    dtype = _stream_dtype(raw, inv)
+    if out is not None and reduce is None:
+        rows = kern.n_src
+        shape = (rows,) + ((3,) if _is_vector(kern) else ()) + (n_total,)
+        _check_out(out, shape if n_total is not None else None)
+    else:
+        _check_out(out, None)
+    check = _chunk_checker("raw", inv.n_chan, 2, "time")
+    chunks = (_checked(c, check) for c in chunks)
+    res = _stream.stream(
+        kern, chunks, axis="time", chunk_len=buffer_size, reduce=reduce, out=out,
+        n_total=n_total, devices=devs, progress=_stream.use_progress(progress),
+        dtype=dtype, desc="apply_inverse_raw",
+    )  # fmt: skip
+    if reduce is not None:
+        return res
+    return SourceEstimate(
+        res, inv.src_pos, method=method.name, pick_ori=pick_ori, status=kern.status
+    )

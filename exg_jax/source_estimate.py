@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import equinox as eqx
+import numpy as np
 from jaxtyping import Array, Float
 
 from .status import SolverStatus
@@ -16,7 +17,8 @@ class SourceEstimate(eqx.Module):
     Attributes
     ----------
     data : Array, shape (..., n_src, n_times) or (..., n_src, 3, n_times) for ``pick_ori="vector"``
-        Leading axes are batch axes (epochs). Units: A·m for ``"MNE"``,
+        Leading axes are batch axes (epochs). A JAX array, or a NumPy array
+        (or the caller's ``out``) when the data were streamed from the host. Units: A·m for ``"MNE"``,
         ``"eLORETA"`` and an LCMV without weight normalisation;
         dimensionless (noise-normalised) for ``"dSPM"``, ``"sLORETA"`` and a
         weight-normalised LCMV. Vector components are Cartesian (x, y, z).
@@ -29,7 +31,7 @@ class SourceEstimate(eqx.Module):
         None for closed-form methods.
     """
 
-    data: Float[Array, "..."]
+    data: Float[Array, "..."] | Float[np.ndarray, "..."]
     src_pos: Float[Array, "src 3"]
     method: str = eqx.field(static=True)
     pick_ori: str | None = eqx.field(static=True, default=None)

@@ -103,3 +103,23 @@ def test_demo_reports_compile_time(tmp_path, capsys):
     )
     assert "of which compile (s)" in out
     assert "true source #3 " in out
+
+
+def test_batch_streams_a_file_to_region_time_courses(tmp_path, capsys):
+    import numpy as np
+
+    data, out = tmp_path / "ep.npy", tmp_path / "reg.npy"
+    argv = [
+        "batch", str(data), "--simulate", "13", "--n-times", "40", "--ico", "1",
+        "--regions", "5", "--chunk-size", "4", "--out", str(out), "--no-cache",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "13/13" in err  # the progress bar (on by default in the CLI)
+    reg = np.load(out)
+    assert reg.shape == (13, 5, 40) and reg.dtype == np.float32
+    assert np.all(np.isfinite(reg)) and np.any(reg != 0)
+    # a file of the wrong shape: a clear message, exit code 2
+    np.save(data, np.zeros((3, 4)))
+    assert main(["batch", str(data), "--no-cache", "--out", str(out)]) == 2
+    assert "must hold (n_epochs, n_chan, n_times)" in capsys.readouterr().err

@@ -1,0 +1,281 @@
+"""The streaming engine: host data in chunks through one compiled step.
+
+Used by :func:`exg_jax.apply_inverse_epochs` (chunks of epochs) and
+:func:`exg_jax.apply_inverse_raw` (chunks of time) for data that need not fit
+on the device: NumPy arrays, ``np.memmap`` or an iterable of chunks.
+
+* One compiled step ``reduce(apply(kernel, chunk))`` for every chunk: the last
+  chunk is padded with zeros to the common size (and its padding dropped on
+  the host), so nothing recompiles.
+* Transfers overlap compute: a background thread reads the next chunk from
+  the host (a memmap read happens there) and starts its transfer
+  (``jax.device_put`` is asynchronous) while the device computes the current
+  one; the main thread copies the previous result back. At most three chunks
+  live on the device, whatever the number of epochs. The chunk's buffer is
+  donated to the step on accelerators (XLA reuses it).
+* Several devices: each chunk is split over a 1-D mesh (``jax.sharding``),
+  the kernel and the reduction's arrays replicated.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .kernel import ImagingKernel, prepared_apply
+
+#: Default budget (bytes) for the unreduced source estimate of one chunk.
+CHUNK_BYTES = 1 << 28
+
+
+def default_chunk(n_rows: int, n_times: int, itemsize: int, n_dev: int) -> int:
+    """Epochs per chunk so that the chunk's unreduced estimate is ~CHUNK_BYTES."""
+    per_epoch = max(1, n_rows * n_times * itemsize)
+    c = max(1, CHUNK_BYTES // per_epoch)
+    return int(math.ceil(c / n_dev) * n_dev)
+
+
+def as_devices(devices) -> list | None:
+    """None (default device), "all" or a sequence of jax devices."""
+    if devices is None:
+        return None
+    if isinstance(devices, str):
+        if devices != "all":
+            raise ValueError(
+                f"devices must be None, 'all' or a sequence of jax devices, got {devices!r}."
+            )
+        return list(jax.devices())
+    try:
+        devs = list(devices)
+    except TypeError:
+        raise TypeError(
+            f"devices must be None, 'all' or a sequence of jax devices, got {type(devices).__name__}."
+        ) from None
+    if not devs or not all(isinstance(d, jax.Device) for d in devs):
+        raise TypeError(
+            "devices must be a non-empty sequence of jax.Device objects (jax.devices())."
+        )
+    return devs
+
+
+def use_progress(progress) -> bool:
+    """None: a bar when stderr is a terminal; True / False: as given."""
+    if progress is None:
+        return bool(
+            getattr(sys.stderr, "isatty", lambda: False)()
+        ) and not os.environ.get("EXG_JAX_NO_PROGRESS")
+    return bool(progress)
+
+
+class _Bar:
+    """tqdm when available and asked for, else nothing."""
+
+    def __init__(self, enabled: bool, total: int | None, unit: str, desc: str):
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                return
+            self.bar = tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True)
+
+    def update(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _step(kr, x, axis: str):
+    """Pure: ``reduce(apply(kernel, x))`` for one chunk ``x``."""
+    k, red = kr
+    apply = prepared_apply(k)
+    sol = jax.vmap(apply)(x) if axis == "epochs" else apply(x)
+    return sol if red is None else red(sol)
+
+
+# One compiled step per (kernel structure, reduction, chunk shape), reused for
+# every chunk and every call. On accelerators the chunk's buffer is donated.
+_step_jit = eqx.filter_jit(_step)
+_step_jit_donate = eqx.filter_jit(_step, donate="all-except-first")
+
+
+def stream(
+    kernel: ImagingKernel,
+    chunks: Iterator[np.ndarray],
+    *,
+    axis: str,
+    chunk_len: int,
+    reduce: Callable | None,
+    out: Any,
+    n_total: int | None,
+    devices: list | None,
+    progress: bool,
+    dtype,
+    desc: str,
+):
+    """Run ``reduce(apply(kernel, chunk))`` over host chunks; gather on the host.
+
+    Parameters
+    ----------
+    kernel : ImagingKernel
+    chunks : iterator of NumPy arrays
+        ``axis="epochs"``: (n_i, n_chan, n_times), n_i ≤ chunk_len;
+        ``axis="time"``: (n_chan, n_i).
+    chunk_len : int
+        Common (padded) chunk length; a multiple of the number of devices.
+    reduce : callable or None
+    out : writable array or None
+        Destination of the results (only when its shape is known).
+    n_total : int or None
+        Total epochs / samples, if known (progress bar, ``out`` check).
+    devices : list of jax devices or None
+    dtype : the kernel's dtype (chunks are cast to it on the host).
+
+    Returns
+    -------
+    The results concatenated along ``axis`` (a pytree of NumPy arrays), or
+    ``out``.
+    """
+    cat_axis = 0 if axis == "epochs" else -1
+    if devices is None:
+        dev = next(iter(kernel.kernel.devices()))
+        data_sharding = repl = jax.sharding.SingleDeviceSharding(dev)
+        platform = dev.platform
+    else:
+        mesh = Mesh(np.asarray(devices), ("batch",))
+        spec = (
+            PartitionSpec("batch") if axis == "epochs" else PartitionSpec(None, "batch")
+        )
+        data_sharding = NamedSharding(mesh, spec)
+        repl = NamedSharding(mesh, PartitionSpec())
+        platform = devices[0].platform
+    kr = (kernel, reduce)
+    dyn, static = eqx.partition(kr, eqx.is_array)
+    kr = eqx.combine(jax.device_put(dyn, repl), static)
+    step_jit = _step_jit if platform == "cpu" else _step_jit_donate
+
+    def pad(c):
+        n = c.shape[0] if axis == "epochs" else c.shape[-1]
+        if n == chunk_len:
+            return n, c
+        if n > chunk_len:
+            raise ValueError(
+                f"a chunk has {n} {axis}, more than chunk_size={chunk_len}."
+            )
+        if axis == "epochs":
+            buf = np.zeros((chunk_len,) + c.shape[1:], dtype)
+            buf[:n] = c
+        else:
+            buf = np.zeros(c.shape[:-1] + (chunk_len,), dtype)
+            buf[..., :n] = c
+        return n, buf
+
+    def load():
+        c = next(chunks, None)
+        if c is None:
+            return None
+        if isinstance(c, jax.Array):  # already on a device: pad and cast there
+            n = c.shape[0] if axis == "epochs" else c.shape[-1]
+            widths = [(0, 0)] * c.ndim
+            widths[0 if axis == "epochs" else -1] = (0, chunk_len - n)
+            c = jnp.pad(c.astype(dtype), widths)
+            return n, jax.device_put(c, data_sharding)
+        c = np.ascontiguousarray(c, dtype=dtype)
+        n, c = pad(c)
+        return n, jax.device_put(c, data_sharding)
+
+    bar = _Bar(progress, n_total, "epoch" if axis == "epochs" else "sample", desc)
+    results = []
+    written = 0
+
+    def emit(item):
+        nonlocal written
+        n, y = item
+        y = jax.device_get(y)
+        if axis == "epochs":
+            y = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], y)
+        else:
+            y = jax.tree_util.tree_map(lambda a: np.asarray(a)[..., :n], y)
+        if out is not None:
+            if axis == "epochs":
+                out[written : written + n] = y
+            else:
+                out[..., written : written + n] = y
+        else:
+            results.append(y)
+        written += n
+        bar.update(n)
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(load)
+        prev = None
+        try:
+            while True:
+                item = fut.result()
+                if item is None:
+                    break
+                fut = pool.submit(load)  # the next read + transfer overlaps this step
+                n, x = item
+                y = step_jit(kr, x, axis)
+                if prev is not None:
+                    emit(prev)
+                prev = (n, y)
+            if prev is not None:
+                emit(prev)
+        finally:
+            bar.close()
+    if out is not None:
+        if n_total is not None and written != n_total:  # pragma: no cover - defensive
+            raise RuntimeError(f"wrote {written} of {n_total} {axis}.")
+        if hasattr(out, "flush"):
+            out.flush()
+        return out
+    if not results:
+        raise ValueError("the data have no epochs / samples (an empty iterable).")
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a, axis=cat_axis), *results)
+
+
+def iter_epoch_chunks(data, chunk_len: int) -> Iterator[np.ndarray]:
+    """Chunks (≤ chunk_len epochs) of a 3-D array, or of an iterable of chunks."""
+    if isinstance(data, np.ndarray | jax.Array):
+        for i in range(0, data.shape[0], chunk_len):
+            yield data[i : i + chunk_len]
+        return
+    for c in data:
+        if not isinstance(c, np.ndarray | jax.Array):
+            c = np.asarray(c)
+        if c.ndim == 2:
+            c = c[None]
+        for i in range(0, c.shape[0], chunk_len):
+            yield c[i : i + chunk_len]
+
+
+def iter_time_chunks(
+    data, start: int, stop: int, chunk_len: int
+) -> Iterator[np.ndarray]:
+    for i in range(start, stop, chunk_len):
+        yield data[:, i : min(i + chunk_len, stop)]
+
+
+def is_streamable(data) -> bool:
+    """Host data the engine can stream: a NumPy array or an iterable of chunks."""
+    if isinstance(data, jax.Array):
+        return False
+    if isinstance(data, np.ndarray):
+        return True
+    return isinstance(data, Iterable) and not isinstance(
+        data, list | tuple | str | bytes
+    )
