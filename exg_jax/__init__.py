@@ -80,6 +80,7 @@ from .resolution import (
 )
 from .snr import SnrEstimate, estimate_snr
 from .source_estimate import SourceEstimate
+from .source_power import apply_inverse_cov
 from .source_space import grid_source_space, ico_n_vertices, ico_source_space
 from .sphere import (
     BergSchergParams,
@@ -131,6 +132,7 @@ __all__ = [
     "apply_inverse",
     "apply_inverse_epochs",
     "apply_inverse_raw",
+    "apply_inverse_cov",
     "LabelTimeCourses",
     "parcellate",
     "default_cache_dir",
