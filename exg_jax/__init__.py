@@ -82,6 +82,7 @@ from .snr import SnrEstimate, estimate_snr
 from .source_estimate import SourceEstimate
 from .source_power import apply_inverse_cov
 from .source_space import grid_source_space, ico_n_vertices, ico_source_space
+from .spectral import BandPower, SourcePSD
 from .sphere import (
     BergSchergParams,
     SphereModel,
@@ -133,6 +134,8 @@ __all__ = [
     "apply_inverse_epochs",
     "apply_inverse_raw",
     "apply_inverse_cov",
+    "BandPower",
+    "SourcePSD",
     "LabelTimeCourses",
     "parcellate",
     "default_cache_dir",

@@ -422,11 +422,7 @@ def _solve_impl(fn, w, z_init, n_fit: int, n_starts: int, max_iter: int, tol: fl
     gap = jnp.abs(mu[:, None] - mu[None, :]) + jnp.eye(n_fit, dtype=mu.dtype)
     apart = jnp.min(gap) > 1e-4
     ok = (
-        jnp.isfinite(c)
-        & jnp.all(jnp.isfinite(z))
-        & converged
-        & (misfit <= tol)
-        & apart
+        jnp.isfinite(c) & jnp.all(jnp.isfinite(z)) & converged & (misfit <= tol) & apart
     )
     # lax.cond: the grid and the n_starts runs are only paid for on a miss
     # (under vmap with a batched ``ok`` both branches run, as a select).

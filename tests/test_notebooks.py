@@ -9,6 +9,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 #: A line each notebook prints once its checks passed (every notebook has one).
 MARKERS = {
     "quickstart.ipynb": "(100, 642, 250) True",
+    "batch_imaging.ipynb": "batch_imaging OK",
     "head_model_fitting.ipynb": "head_model_fitting OK",
 }
 
