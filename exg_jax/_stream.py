@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import mmap
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -32,10 +33,36 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from .kernel import ImagingKernel, prepared_apply
+from .kernel import ImagingKernel, prepared_apply, prepared_apply_batch
 
 #: Default budget (bytes) for the unreduced source estimate of one chunk.
 CHUNK_BYTES = 1 << 28
+
+
+def release_pages(view) -> None:
+    """Drop the pages of a memmap view from this process's resident set.
+
+    ``madvise(MADV_DONTNEED)`` on the view's pages once the engine has read
+    (input) or written (``out``) them: the data stay in the file (and the
+    page cache), but the process's RSS no longer grows with the file, so a
+    streamed pass over a 10 GB memmap holds O(chunk) in memory. A no-op for
+    anything that is not an ``np.memmap`` view, and where ``madvise`` is
+    missing (non-POSIX).
+    """
+    mm = getattr(view, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not view.flags.c_contiguous:
+        return
+    try:
+        base = np.frombuffer(mm, np.uint8)
+        origin = base.__array_interface__["data"][0]
+        del base
+        start = view.__array_interface__["data"][0] - origin
+        end = start + view.nbytes
+        first = start - start % mmap.PAGESIZE
+        if end > first:
+            mm.madvise(mmap.MADV_DONTNEED, first, end - first)
+    except (AttributeError, OSError, ValueError, TypeError, BufferError):
+        pass  # pragma: no cover - an unusual mapping: keep the pages
 
 
 def default_chunk(n_rows: int, n_times: int, itemsize: int, n_dev: int) -> int:
@@ -101,8 +128,7 @@ class _Bar:
 def _step(kr, x, axis: str):
     """Pure: ``reduce(apply(kernel, x))`` for one chunk ``x``."""
     k, red = kr
-    apply = prepared_apply(k)
-    sol = jax.vmap(apply)(x) if axis == "epochs" else apply(x)
+    sol = prepared_apply_batch(k)(x) if axis == "epochs" else prepared_apply(k)(x)
     return sol if red is None else red(sol)
 
 
@@ -193,7 +219,9 @@ def stream(
             widths[0 if axis == "epochs" else -1] = (0, chunk_len - n)
             c = jnp.pad(c.astype(dtype), widths)
             return n, jax.device_put(c, data_sharding)
-        c = np.ascontiguousarray(c, dtype=dtype)
+        src = c
+        c = np.array(c, dtype=dtype, copy=True, order="C")
+        release_pages(src)  # a memmap's pages: read once, then dropped
         n, c = pad(c)
         return n, jax.device_put(c, data_sharding)
 
@@ -212,6 +240,7 @@ def stream(
         if out is not None:
             if axis == "epochs":
                 out[written : written + n] = y
+                release_pages(out[written : written + n])
             else:
                 out[..., written : written + n] = y
         else:

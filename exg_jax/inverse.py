@@ -713,9 +713,20 @@ def apply_inverse_epochs(
     chunk_size = as_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     _check_reduce(reduce)
     devs = _stream.as_devices(devices)
-    streamed = _stream.is_streamable(epochs) or (
-        is_concrete(epochs)
-        and (reduce is not None or out is not None or chunk_size is not None or devs)
+    check_not_mne("epochs", epochs)  # an mne.Epochs is iterable, not a chunk source
+    host = _stream.is_streamable(epochs)
+    traced = not is_concrete(inv, lambda2) or isinstance(epochs, jax.core.Tracer)
+    if traced and host and not isinstance(epochs, np.ndarray):
+        raise ValueError(
+            "epochs is an iterable of chunks: it is streamed eagerly and cannot be "
+            "used with a traced operator or lambda2 (inside jit / grad / vmap)."
+        )
+    streamed = not traced and (
+        host
+        or reduce is not None
+        or out is not None
+        or chunk_size is not None
+        or devs is not None
     )
     if not streamed:
         if out is not None or chunk_size is not None or devs is not None:
@@ -863,6 +874,7 @@ def apply_inverse_raw(
             "own (time_local is False), so continuous data cannot be reduced in time "
             "chunks; cut the data into epochs (apply_inverse_epochs) instead."
         )
+    check_not_mne("raw", raw)
     devs = _stream.as_devices(devices)
     n_dev = len(devs) if devs else 1
     kern = imaging_kernel(inv, lambda2, method, pick_ori=pick_ori)
@@ -890,6 +902,17 @@ def apply_inverse_raw(
                 f"got start={start}, stop={stop}."
             )
         n_total = stop - start
+        if not is_concrete(raw, inv, lambda2):  # traced: one program, no streaming
+            if out is not None or devs is not None:
+                raise ValueError(
+                    "out and devices stream concrete data; they cannot be used with "
+                    "traced raw, operator or lambda2 (inside jit / grad / vmap)."
+                )
+            check_finite("raw", raw)
+            stc = _apply(raw[:, start:stop], inv, lambda2, method, pick_ori, None)
+            if reduce is None:
+                return stc
+            return eqx.filter_jit(lambda d, r: r(d))(stc.data, reduce)
         if buffer_size is None:
             rows = kern.kernel.shape[0]
             buffer_size = max(1, _stream.CHUNK_BYTES // (rows * 8))

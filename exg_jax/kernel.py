@@ -181,6 +181,46 @@ def prepared_apply(k: ImagingKernel):
     return apply
 
 
+def prepared_apply_batch(k: ImagingKernel):
+    """A pure function ``epochs (B, n_chan, n_times) -> source data (B, ...)``.
+
+    Equal to ``jax.vmap(prepared_apply(k))`` (the same per-epoch scaling), but
+    the B epochs go through **one** GEMM ``K (R, C) @ X (C, B·T)`` and the
+    orientation combination / noise normalisation run in that flat layout;
+    only the (smaller) result is moved back to the epoch-major layout. On a CPU
+    XLA's batched product of a shared K with B small matrices runs at about
+    half the speed of the flat one (measured 1.56 s vs 0.72 s for 17 epochs of
+    an ico-4 free kernel); this is the streaming engine's step.
+    """
+    combined = _combined(k)
+    vector = k.n_orient == 3 and k.pick_ori == "vector"
+    kern = _norm_layout(k.kernel, k.n_orient, combined)
+    kern, a = _unit_scaled(kern, k.n_orient, combined)
+    noise_norm = k.noise_norm
+
+    def apply(x):
+        n_b, n_c, n_t = x.shape
+        if a is not None:  # per-epoch data scale, as prepared_apply
+            b = scale_of(x, axis=(1, 2))
+            x = x / b[:, None, None]
+        flat = jnp.moveaxis(x, 0, 1).reshape(n_c, n_b * n_t)
+        sol = kern @ flat  # (R, B·T)
+        if a is not None:
+            n_src = sol.shape[0] // 3
+            s3 = sol.reshape(3, n_src, n_b * n_t)
+            sol = safe_sqrt(s3[0] * s3[0] + s3[1] * s3[1] + s3[2] * s3[2])
+            sol = sol * (a * jnp.repeat(b, n_t))[None, :]
+            if noise_norm is not None:
+                sol = sol * noise_norm[:, None]
+        else:
+            sol = _normalise_and_combine(sol, noise_norm, k.n_orient, combined, vector)
+        # (..., B·T) -> (B, ..., T)
+        sol = sol.reshape(sol.shape[:-1] + (n_b, n_t))
+        return jnp.moveaxis(sol, -2, 0)
+
+    return apply
+
+
 def apply_prepared(k: ImagingKernel, data, batch_size=None):
     """Pure: apply ``k`` to ``data`` (n_chan, n_times) or (n_epochs, n_chan, n_times)."""
     apply = prepared_apply(k)

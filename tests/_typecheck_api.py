@@ -220,6 +220,20 @@ linalg.compute_whitener(cov.data, proj=None)
 assert linalg.average_reference_basis(8).shape == (8, 7)
 
 lap("inverse")
+
+# Streaming, reductions, spectra, source power (issue 12)
+ep_np = np.asarray(epochs)
+src_pos_np, src_nn_np = np.asarray(fwd_free.src_pos), np.asarray(fwd_free.src_nn)
+labels = ex.parcellate(src_pos_np, 3, seed=0)
+red = ex.LabelTimeCourses(labels, mode="mean_flip", src_nn=src_nn_np)
+tc = ex.apply_inverse_epochs(ep_np, inv_loose, 1 / 9, "dSPM", reduce=red, chunk_size=1)
+assert tc.shape == (2, 3, 5)
+ex.apply_inverse_epochs(iter([ep_np]), inv_loose, 1 / 9, "MNE", chunk_size=2)
+ex.apply_inverse_raw(np.asarray(data), inv_loose, 1 / 9, "sLORETA", start=1, stop=4)
+bp = ex.BandPower(100.0, 5, {"a": (0.0, 50.0)}, method="welch", n_fft=4)
+ex.apply_inverse_epochs(ep_np, inv_loose, 1 / 9, "dSPM", reduce=bp, chunk_size=2)
+ex.apply_inverse_cov(cov, inv_loose, 1 / 9, "dSPM")
+lap("streaming")
 # --------------------------------------------------------------------------- #
 # Resolution
 # --------------------------------------------------------------------------- #

@@ -359,3 +359,24 @@ def test_region_time_courses_streamed(problem, mode):
     else:
         with pytest.raises(ValueError, match="time_local"):
             ex.apply_inverse_raw(raw, inv, LAMBDA2, "sLORETA", reduce=red)
+
+
+def test_traced_operator_or_lambda2_uses_the_device_path(problem):
+    """Host epochs with a traced λ² (inside jit / grad): one program, differentiable."""
+    inv, ep, raw = problem["inv"], problem["epochs"], problem["raw"]
+    ref = ex.apply_inverse_epochs(ep, inv, 0.2, "dSPM").data
+    got = jax.jit(lambda lam: ex.apply_inverse_epochs(ep, inv, lam, "dSPM").data)(0.2)
+    assert _rel(got, ref) <= TOL
+    ref_raw = ex.apply_inverse_raw(raw, inv, 0.2, "MNE", start=10, stop=300).data
+    got_raw = jax.jit(
+        lambda lam: ex.apply_inverse_raw(raw, inv, lam, "MNE", start=10, stop=300).data
+    )(0.2)
+    assert _rel(got_raw, ref_raw) <= TOL
+    g = jax.grad(
+        lambda lam: jnp.sum(
+            ex.apply_inverse_epochs(ep, inv, lam, "MNE", reduce=lambda s: s[..., 0])
+        )
+    )(0.2)
+    assert np.isfinite(float(g)) and float(g) != 0.0
+    with pytest.raises(ValueError, match="iterable of chunks"):
+        jax.jit(lambda lam: ex.apply_inverse_epochs(iter([ep]), inv, lam).data)(0.2)
