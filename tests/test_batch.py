@@ -292,9 +292,11 @@ SHARDED = textwrap.dedent(
 
 def test_sharded_over_four_host_devices_equals_one():
     env = dict(os.environ)
+    # A fresh flag set (the xdist workers' XLA_FLAGS carry a malformed entry,
+    # "intra_op_parallelism_threads=1", after which XLA ignored this flag).
     env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    ).strip()
+        "--xla_force_host_platform_device_count=4 --xla_cpu_multi_thread_eigen=false"
+    )
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
     )
