@@ -1009,7 +1009,7 @@ def bandpower(
     add(
         f"band power ico-{ico}: exg_jax {r_big['eps']:,.0f} epochs/s ({n_big} epochs, "
         f"{r_big['out_dtype']}) vs MNE {mne_eps:.2f} epochs/s ({n_p}-epoch subset) = "
-        f"{ratio:.0f}x; vs GEMM floor {r_big['eps'] / floor_eps:.0%}"
+        f"{ratio:.1f}x; vs GEMM floor {r_big['eps'] / floor_eps:.0%}"
     )
     add(
         f"band power parity ({n_p} epochs, {how}): max rel {e_max:.1e}, L2 rel "
