@@ -33,7 +33,16 @@ from .headfit import (
     fit_head_model,
     make_head_model_problem,
 )
-from .interop import forward_from_mne, from_mne
+from .interop import (
+    SensorData,
+    cov_from_mne,
+    data_from_mne,
+    forward_from_mne,
+    from_mne,
+    inverse_from_mne,
+    montage_from_mne,
+    to_mne,
+)
 from .inverse import (
     InverseOperator,
     apply_inverse,
@@ -125,6 +134,7 @@ __all__ = [
     "ResolutionOperator",
     "SnrEstimate",
     "SnrRule",
+    "SensorData",
     "SolverStatus",
     "SourceEstimate",
     "SphereModel",
@@ -147,6 +157,8 @@ __all__ = [
     "berg_scherg_params",
     "compute_covariance",
     "compute_covariance_epochs",
+    "cov_from_mne",
+    "data_from_mne",
     "data_stats",
     "discrepancy",
     "dSPM",
@@ -165,6 +177,7 @@ __all__ = [
     "ico_n_vertices",
     "ico_source_space",
     "imaging_kernel",
+    "inverse_from_mne",
     "l_curve",
     "log_evidence",
     "make_head_model_problem",
@@ -175,6 +188,7 @@ __all__ = [
     "make_resolution_operator",
     "make_sphere_forward",
     "make_sphere_forward_free",
+    "montage_from_mne",
     "peak_localisation_error",
     "relative_amplitude",
     "resolution_metrics",
@@ -184,4 +198,5 @@ __all__ = [
     "sphere_series_coefficients",
     "spatial_spread",
     "standard_montage",
+    "to_mne",
 ]

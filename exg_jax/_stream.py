@@ -3,6 +3,9 @@
 Used by :func:`exg_jax.apply_inverse_epochs` (chunks of epochs) and
 :func:`exg_jax.apply_inverse_raw` (chunks of time) for data that need not fit
 on the device: NumPy arrays, ``np.memmap`` or an iterable of chunks.
+MNE-Python's ``Evoked`` / ``Epochs`` / ``Raw`` enter here too
+(:func:`sensor_data_from_mne`): their channels are picked by name, and the
+resulting NumPy array goes the same way as any other array.
 
 * One compiled step ``reduce(apply(kernel, chunk))`` for every chunk: the last
   chunk is padded with zeros to the common size (and its padding dropped on
@@ -25,7 +28,7 @@ import mmap
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -33,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._validate import _MNE_HINTS, _mne_class, as_ch_names, as_int
 from .kernel import ImagingKernel, prepared_apply, prepared_apply_batch
 
 #: Default budget (bytes) for the unreduced source estimate of one chunk.
@@ -308,3 +312,170 @@ def is_streamable(data) -> bool:
     return isinstance(data, Iterable) and not isinstance(
         data, list | tuple | str | bytes
     )
+
+
+# --------------------------------------------------------------------------- #
+# MNE-Python data objects as data sources
+# --------------------------------------------------------------------------- #
+class SensorData(NamedTuple):
+    """Sensor data taken from an MNE-Python object (:func:`data_from_mne`).
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_chan, n_times) or (n_epochs, n_chan, n_times), V
+        NumPy, the object's dtype (float64); rows in the order of ``ch_names``.
+    ch_names : tuple of str
+        The channels of ``data``'s rows.
+    tmin : float, s
+        Time of the first sample (``times[0]``; for a raw segment, the time
+        of ``start`` from the first sample of the recording, as MNE).
+    tstep : float, s
+        ``1 / sfreq``.
+    nave : float
+        Number of averaged epochs: ``evoked.nave`` for an ``Evoked``, 1 for
+        epochs and raw data (MNE's default for those).
+    """
+
+    data: np.ndarray
+    ch_names: tuple[str, ...]
+    tmin: float
+    tstep: float
+    nave: float
+
+
+_DATA_KINDS = {
+    "Evoked": "an mne.Evoked",
+    "BaseEpochs": "mne.Epochs",
+    "BaseRaw": "mne.Raw",
+}
+
+
+def _pick(name, obj, ch_names):
+    """Row indices of ``ch_names`` in ``obj`` (by name), refusing missing / bad ones."""
+    names = list(obj.ch_names)
+    bads = set(obj.info["bads"])
+    missing = [n for n in ch_names if n not in names]
+    if missing:
+        raise ValueError(
+            f"{name}: {len(missing)} channel(s) of the operator are not in the data: "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}. Build the "
+            "operator from the channels the data have (forward_from_mne(fwd, "
+            "info=data.info))."
+        )
+    bad = [n for n in ch_names if n in bads]
+    if bad:
+        raise ValueError(
+            f"{name}: channel(s) {bad} are marked bad in the data (info['bads']) but "
+            "the operator uses them. Build the operator without them "
+            "(forward_from_mne(fwd, info=data.info) leaves the data's bads out), or "
+            "clear info['bads'] if they are good."
+        )
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index[n] for n in ch_names], dtype=np.int64)
+
+
+def _default_names(obj):
+    import mne
+
+    picks = mne.pick_types(obj.info, meg=False, eeg=True, exclude="bads")
+    if len(picks) == 0:
+        raise ValueError("data_from_mne: the object has no good EEG channel.")
+    return tuple(obj.ch_names[p] for p in picks)
+
+
+def sensor_data_from_mne(
+    name: str,
+    obj: Any,
+    ch_names: tuple[str, ...] | None,
+    kinds: tuple[str, ...],
+    *,
+    start: Any = None,
+    stop: Any = None,
+    owner: str = "the inverse operator",
+) -> SensorData | None:
+    """``obj`` as :class:`SensorData` if it is one of the MNE ``kinds``, else None.
+
+    ``kinds``: base-class names among ``"Evoked"``, ``"BaseEpochs"``,
+    ``"BaseRaw"``. ``ch_names``: the operator's channels (rows picked by name,
+    in this order); None raises a ``TypeError`` (the operator cannot be
+    matched by name). ``start`` / ``stop``: samples of a raw recording
+    (only that segment is read). Other MNE objects and non-MNE objects give
+    None (the caller's own checks then apply).
+    """
+    cls = _mne_class(obj)
+    if cls not in kinds:
+        return None
+    if ch_names is None:
+        hint = _MNE_HINTS.get(cls, "")
+        raise TypeError(
+            f"{name} is an mne.{type(obj).__name__} (MNE-Python object) but "
+            f"{owner} has no channel names (ch_names is None), so its channels "
+            f"cannot be matched by name; {hint}."
+        )
+    sel = _pick(name, obj, ch_names)
+    sfreq = float(obj.info["sfreq"])
+    nave = 1.0
+    if cls == "Evoked":
+        data = np.asarray(obj.data)[sel]
+        tmin = float(obj.times[0])
+        nave = float(obj.nave)
+    elif cls == "BaseEpochs":
+        data = np.asarray(obj.get_data(picks=sel))
+        tmin = float(obj.times[0])
+    else:
+        n = int(obj.n_times)
+        start = as_int("start", 0 if start is None else start, minimum=0)
+        stop = as_int("stop", n if stop is None else stop, minimum=0)
+        if start > n or stop > n or start >= stop:
+            raise ValueError(
+                f"start and stop must satisfy 0 <= start < stop <= n_samples = {n}, "
+                f"got start={start}, stop={stop}."
+            )
+        data = np.asarray(obj.get_data(picks=sel, start=start, stop=stop))
+        tmin = float(obj.times[start])
+    return SensorData(data, tuple(ch_names), tmin, 1.0 / sfreq, nave)
+
+
+def data_from_mne(obj: Any, ch_names: Any = None) -> SensorData:
+    """Sensor data of an ``mne.Evoked`` / ``mne.Epochs`` / ``mne.io.Raw``.
+
+    Parameters
+    ----------
+    obj : mne.Evoked or mne.Epochs or mne.io.Raw
+    ch_names : sequence of str, or an object with ``ch_names``, or None
+        The channels wanted, in this order (e.g. a ForwardOperator or
+        InverseOperator with names); each must be in ``obj`` and not marked
+        bad. None: the good (not bad) EEG channels of ``obj``, in its order.
+
+    Returns
+    -------
+    SensorData
+        ``(data, ch_names, tmin, tstep, nave)``; ``data`` (n_chan, n_times)
+        for Evoked and Raw (the whole recording), (n_epochs, n_chan, n_times)
+        for Epochs, V. Projectors are not applied (the operator's whitener
+        applies the average reference).
+
+    Raises
+    ------
+    TypeError
+        ``obj`` is not one of these MNE objects.
+    ValueError
+        A wanted channel is missing or marked bad; no good EEG channel.
+    """
+    cls = _mne_class(obj)
+    if cls not in _DATA_KINDS:
+        raise TypeError(
+            "data_from_mne takes an mne.Evoked, mne.Epochs or mne.io.Raw, got "
+            f"{type(obj).__module__}.{type(obj).__qualname__}."
+        )
+    if ch_names is None:
+        names = _default_names(obj)
+    else:
+        if not isinstance(ch_names, str | bytes) and hasattr(ch_names, "ch_names"):
+            ch_names = ch_names.ch_names
+        names = as_ch_names(ch_names)
+        if names is None:
+            raise TypeError("ch_names: the object given has no channel names.")
+    out = sensor_data_from_mne("obj", obj, names, tuple(_DATA_KINDS), owner="ch_names")
+    assert out is not None
+    return out

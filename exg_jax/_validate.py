@@ -99,17 +99,27 @@ def check_range(name: str, x: Any, lo: float, hi: float) -> None:
 # What to pass instead of an MNE-Python object, by (base) class name. The
 # library never imports mne: objects are recognised by their module.
 _MNE_HINTS = {
-    "Covariance": "pass NoiseCov(jnp.asarray(cov.data)) or its .data array "
-    "(V², channels in the forward's order)",
-    "Evoked": "pass its .data array (n_chan, n_times) in V",
-    "BaseEpochs": "pass epochs.get_data() (n_epochs, n_chan, n_times) in V "
-    "(apply_inverse_epochs / compute_covariance_epochs)",
-    "BaseRaw": "pass raw.get_data() (n_chan, n_times) in V",
+    "Covariance": "convert it with exg_jax.cov_from_mne(cov, fwd) (channels "
+    "matched by name, bads dropped), or pass NoiseCov(jnp.asarray(cov.data)) or "
+    "its .data array (V², channels in the forward's order)",
+    "Evoked": "apply_inverse takes it directly with an operator that knows its "
+    "channel names (from forward_from_mne / inverse_from_mne); else pass its .data "
+    "array (n_chan, n_times) in V, channels in the operator's order",
+    "BaseEpochs": "apply_inverse_epochs takes it directly with an operator that "
+    "knows its channel names; else pass epochs.get_data() (n_epochs, n_chan, "
+    "n_times) in V (apply_inverse_epochs / compute_covariance_epochs)",
+    "BaseRaw": "apply_inverse_raw takes it directly with an operator that knows "
+    "its channel names; else pass raw.get_data() (n_chan, n_times) in V",
     "Forward": "convert it with exg_jax.interop.forward_from_mne(fwd)",
-    "InverseOperator": "build one with exg_jax.make_inverse_operator "
-    "(MNE inverse operators cannot be converted yet)",
+    "InverseOperator": "convert it with exg_jax.interop.inverse_from_mne(inv), or "
+    "build one with exg_jax.make_inverse_operator",
     "SourceSpaces": "pass the source positions (and normals) as arrays",
-    "Info": "pass arrays; an mne.Info carries no data",
+    "Info": "for electrode names and positions use "
+    "exg_jax.interop.montage_from_mne(info); an mne.Info carries no data",
+    "DigMontage": "for electrode names and positions use "
+    "exg_jax.interop.montage_from_mne(montage)",
+    "_BaseSourceEstimate": "pass stc.data (an exg_jax SourceEstimate comes back "
+    "to MNE with exg_jax.interop.to_mne)",
 }
 
 
@@ -347,3 +357,110 @@ def check_sensor_data(
     if shape[-2] != n_chan:
         raise ValueError(f"{name} has {shape[-2]} channels but {owner} {n_chan}.")
     check_finite(name, data)
+
+
+# --------------------------------------------------------------------------- #
+# Channel names and source identity (static metadata of the operators)
+# --------------------------------------------------------------------------- #
+def as_ch_names(x: Any) -> tuple[str, ...] | None:
+    """Channel names as a tuple of ``str`` (None kept): a static, hashable field.
+
+    ``TypeError`` for a single string or non-string entries, ``ValueError`` for
+    duplicates.
+    """
+    if x is None:
+        return None
+    if isinstance(x, str | bytes):
+        raise TypeError(
+            f"ch_names must be a sequence of channel names, got the string {x!r}."
+        )
+    try:
+        names = tuple(x)
+    except TypeError:
+        raise TypeError(
+            f"ch_names must be a sequence of str, got {type(x).__name__}."
+        ) from None
+    for n in names:
+        if not isinstance(n, str):
+            raise TypeError(f"ch_names must hold str, got {type(n).__name__} {n!r}.")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"ch_names has duplicates: {dup}.")
+    return names
+
+
+class Vertices(tuple):
+    """Source vertex numbers per source space: a hashable tuple of int arrays.
+
+    The layout of MNE-Python's ``stc.vertices`` (one array per source space,
+    e.g. ``(lh, rh)`` for a cortical surface; for a volume or a sphere grid
+    one array). The arrays are read-only copies (``int64``) and the hash is
+    computed once from their contents, so the tuple can be a static field of
+    an Equinox module: it is never traced, and a jit cache lookup hashes it
+    in O(1). Two ``Vertices`` are equal when their arrays are (a list or
+    tuple of arrays, e.g. MNE's ``stc.vertices``, compares equal too).
+    """
+
+    def __new__(cls, arrays: Iterable[Any] = ()) -> Vertices:
+        arrs = []
+        for a in arrays:
+            a = np.array(a, dtype=np.int64).reshape(-1)
+            a.setflags(write=False)
+            arrs.append(a)
+        self = super().__new__(cls, arrs)
+        self._hash = hash((len(arrs),) + tuple(a.tobytes() for a in arrs))
+        return self
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, tuple | list) or len(other) != len(self):
+            return False
+        return all(
+            np.array_equal(a, np.asarray(b)) for a, b in zip(self, other, strict=True)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(str(len(a)) for a in self)
+        return f"Vertices(n_per_space=({sizes}))"
+
+    @property
+    def n_src(self) -> int:
+        """Total number of sources (over all source spaces)."""
+        return int(sum(len(a) for a in self))
+
+
+def as_vertices(x: Any) -> Vertices | None:
+    """``x`` (a sequence of integer arrays, or one array) as :class:`Vertices`.
+
+    None is kept. One 1-D array is one source space. ``TypeError`` for
+    non-integer entries.
+    """
+    if x is None or isinstance(x, Vertices):
+        return x
+    if isinstance(x, np.ndarray | jax.Array) and np.ndim(x) == 1:
+        x = [x]
+    if isinstance(x, str | bytes | dict):
+        raise TypeError(
+            f"vertices must be a sequence of integer arrays, got {type(x).__name__}."
+        )
+    try:
+        parts = [np.asarray(a) for a in x]
+    except TypeError:
+        raise TypeError(
+            f"vertices must be a sequence of integer arrays, got {type(x).__name__}."
+        ) from None
+    for a in parts:
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"vertices must hold integers, got dtype {a.dtype}.")
+    return Vertices(parts)
+
+
+#: The kinds of source spaces (MNE-Python's ``SourceSpaces.kind``).
+SRC_KINDS = ("surface", "volume", "discrete", "mixed")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numbers
 from functools import partial
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -20,6 +21,8 @@ from numpy.typing import DTypeLike
 from ._numerics import scale_of
 from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
+    _mne_class,
+    as_ch_names,
     as_int,
     check_array,
     check_finite,
@@ -35,6 +38,7 @@ __all__ = [
     "NoiseCov",
     "compute_covariance",
     "compute_covariance_epochs",
+    "cov_from_mne",
 ]
 
 _METHODS = ("empirical", "ledoit_wolf", "diagonal")
@@ -64,10 +68,17 @@ class NoiseCov(eqx.Module):
         Metadata only: no computation uses it. An array leaf, not a static
         field, so that covariances of different sample counts share compiled
         code; a Python int is converted.
+    ch_names : tuple of str or None
+        Static. Names of the rows / columns, when known (a list is
+        converted). With names on both the covariance and the forward,
+        ``make_inverse_operator`` matches them by name.
     """
 
     data: Real[ArrayLike, "chan chan"]
     nfree: Int[Array, ""] | None = eqx.field(default=None, converter=_as_nfree)
+    ch_names: tuple[str, ...] | None = eqx.field(
+        static=True, default=None, converter=as_ch_names
+    )
 
     def __check_init__(self):
         check_not_mne("NoiseCov data", self.data, "an array")
@@ -79,6 +90,89 @@ class NoiseCov(eqx.Module):
             raise TypeError(
                 f"NoiseCov nfree must be an integer, got dtype {self.nfree.dtype}."
             )
+        shape = np.shape(self.data)
+        if self.ch_names is not None and (
+            len(shape) < 2 or shape[-1] != len(self.ch_names)
+        ):
+            raise ValueError(
+                f"NoiseCov ch_names has {len(self.ch_names)} names but data has "
+                f"shape {shape}."
+            )
+
+
+def cov_from_mne(cov: Any, ch_names: Any = None) -> NoiseCov:
+    """Convert an ``mne.Covariance`` to a :class:`NoiseCov`, channels matched by name.
+
+    Parameters
+    ----------
+    cov : mne.Covariance
+        A noise covariance (full or diagonal), V².
+    ch_names : sequence of str, or an object with ``ch_names``, or None
+        The channels wanted, in order: a list of names, or a
+        :class:`~exg_jax.ForwardOperator` / ``InverseOperator`` / ``mne.Info``
+        / MNE data object with names. Channels the covariance marks bad
+        (``cov["bads"]``) or does not have are left out (as MNE-Python's
+        ``make_inverse_operator`` does; ``make_inverse_operator`` then uses the
+        forward's channels that the covariance has). None: the covariance's
+        own channels, in its order, without its bads.
+
+    Returns
+    -------
+    NoiseCov
+        ``data`` (n, n) float64 NumPy (V²; a diagonal covariance as a full
+        matrix), ``nfree`` = ``cov["nfree"]``, ``ch_names`` the kept names.
+
+    Raises
+    ------
+    ImportError
+        MNE-Python is not installed.
+    TypeError
+        ``cov`` is not an ``mne.Covariance``; ``ch_names`` is not a sequence
+        of str (or an object with ``ch_names``).
+    ValueError
+        No channel is left.
+
+    Notes
+    -----
+    MNE's projectors stored in ``cov["projs"]`` are not applied: the average
+    reference is applied by the inverse operator's whitener, as MNE's
+    ``make_inverse_operator`` does with the data's projectors.
+    """
+    try:
+        import mne
+    except ImportError as err:  # pragma: no cover - mne is installed for the tests
+        raise ImportError(
+            "cov_from_mne needs MNE-Python: pip install mne (or exg-jax[test])."
+        ) from err
+    if not isinstance(cov, mne.Covariance):
+        raise TypeError(f"cov must be an mne.Covariance, got {type(cov).__name__}.")
+    names = list(cov.ch_names)
+    bads = set(cov["bads"])
+    if ch_names is None:
+        want = [n for n in names if n not in bads]
+    else:
+        if not isinstance(ch_names, str | bytes) and hasattr(ch_names, "ch_names"):
+            ch_names = ch_names.ch_names
+            if ch_names is None:
+                raise TypeError(
+                    "ch_names: the object given has no channel names (ch_names is None)."
+                )
+        elif _mne_class(ch_names) == "Info":
+            ch_names = ch_names["ch_names"]
+        want = list(as_ch_names(ch_names))
+        index = set(names)
+        want = [n for n in want if n in index and n not in bads]
+    if not want:
+        raise ValueError(
+            "cov_from_mne: no channel left (none of the wanted channels is a good "
+            "channel of the covariance)."
+        )
+    sel = np.array([names.index(n) for n in want])
+    data = np.asarray(cov.data, dtype=np.float64)
+    if data.ndim == 1:
+        data = np.diag(data)
+    data = data[np.ix_(sel, sel)]
+    return NoiseCov(data, nfree=int(cov["nfree"]), ch_names=tuple(want))
 
 
 def _lw_shrinkage(x):
@@ -309,8 +403,8 @@ def whitener_rank(
     """Eager: ``(proj, rank)`` of the whitener for ``n_chan`` channels.
 
     ``avg_ref_proj`` None means "with the average-reference projector when
-    the forward is average referenced" (``reference == "average"``); the
-    full rank is then ``n_chan − 1``. ``rank`` None gives the full rank; an
+    the forward is average referenced" (``reference`` ``"average"`` or
+    ``"average_proj"``); the full rank is then ``n_chan − 1``. ``rank`` None gives the full rank; an
     integer must lie in [1, full rank]. ``ValueError`` / ``TypeError`` name
     the argument.
     """
@@ -319,7 +413,7 @@ def whitener_rank(
             f"avg_ref_proj must be None, True or False, got {avg_ref_proj!r}."
         )
     if avg_ref_proj is None:
-        avg_ref_proj = reference == "average"
+        avg_ref_proj = reference in ("average", "average_proj")
     proj = "average" if avg_ref_proj else None
     full = n_chan - 1 if proj else n_chan
     if full == 0:

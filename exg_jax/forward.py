@@ -13,12 +13,18 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._validate import check_option
+from ._validate import (
+    SRC_KINDS,
+    Vertices,
+    as_ch_names,
+    as_vertices,
+    check_option,
+)
 
 __all__ = ["ForwardOperator"]
 
 _ORIENTATIONS = ("fixed", "free")
-_REFERENCES = ("average", None)
+_REFERENCES = ("average", "average_proj", None)
 
 
 class ForwardOperator(eqx.Module):
@@ -38,21 +44,44 @@ class ForwardOperator(eqx.Module):
         where they enable loose / fixed / ``pick_ori="normal"`` inverses).
     orientation : {"fixed", "free"}
         Static: fixes the gain's shape (``n_orient`` = 1 or 3).
-    reference : {"average", None}
+    reference : {"average", "average_proj", None}
         Static. ``"average"``: the electrode mean was subtracted from every
-        column (needs ``n_chan >= 2``); ``None``: potentials against infinity.
+        column; ``"average_proj"``: potentials against infinity, and the
+        data are average referenced by a projector that the inverse applies
+        (MNE-Python's convention, the default of
+        :func:`~exg_jax.interop.forward_from_mne`: the depth prior then sees
+        the unreferenced gain, as in MNE); ``None``: potentials against
+        infinity, no projector by default. Both average references need
+        ``n_chan >= 2``. ``make_inverse_operator`` / ``make_lcmv`` whiten
+        with the average-reference projector by default for ``"average"``
+        and ``"average_proj"``.
     ch_pos : Array, shape (n_chan, 3), m, or None
         Electrode positions (head coordinates), when known.
+    ch_names : tuple of str or None
+        Static. Channel names of the gain's rows, when known (a list is
+        converted). With names, MNE data objects and covariances are matched
+        to the rows by name.
+    vertices : tuple of int arrays or None
+        Static. Source identity in MNE-Python's layout (one array of vertex
+        numbers per source space, total ``n_src``), carried to the inverse
+        operator and the source estimates; None for sources numbered
+        ``0 … n_src − 1`` (sphere grids).
+    src_kind : {"surface", "volume", "discrete", "mixed"} or None
+        Static. Kind of the MNE source space the sources came from.
+    subject : str or None
+        Static. MRI subject of the MNE source space.
 
     Raises
     ------
     ValueError
         On construction: an unknown ``orientation`` / ``reference``, a gain that
-        is not 2-D or has no row, no source, ``reference="average"`` with one
+        is not 2-D or has no row, no source, an average reference with one
         channel, a column count other than ``n_orient * n_src``, a fixed
-        operator without ``src_nn``, or ``src_nn`` not shaped like ``src_pos``.
+        operator without ``src_nn``, ``src_nn`` not shaped like ``src_pos``,
+        ``ch_names`` of another length than the gain's rows (or with
+        duplicates), ``vertices`` of another total than ``n_src``.
     TypeError
-        A float16 / bfloat16 gain.
+        A float16 / bfloat16 gain; ``ch_names`` not a sequence of str.
     """
 
     gain: Float[Array, "chan src_orient"]
@@ -61,6 +90,14 @@ class ForwardOperator(eqx.Module):
     orientation: str = eqx.field(static=True)
     reference: str | None = eqx.field(static=True)
     ch_pos: Float[Array, "chan 3"] | None = None
+    ch_names: tuple[str, ...] | None = eqx.field(
+        static=True, default=None, converter=as_ch_names
+    )
+    vertices: Vertices | None = eqx.field(
+        static=True, default=None, converter=as_vertices
+    )
+    src_kind: str | None = eqx.field(static=True, default=None)
+    subject: str | None = eqx.field(static=True, default=None)
 
     def __check_init__(self):
         check_option("orientation", self.orientation, _ORIENTATIONS)
@@ -80,9 +117,9 @@ class ForwardOperator(eqx.Module):
             raise ValueError(
                 f"src_pos must hold at least one source, got shape {self.src_pos.shape}."
             )
-        if self.reference == "average" and self.gain.shape[-2] < 2:
+        if self.reference in ("average", "average_proj") and self.gain.shape[-2] < 2:
             raise ValueError(
-                "reference='average' needs at least 2 channels (the gain of 1 "
+                f"reference={self.reference!r} needs at least 2 channels (the gain of 1 "
                 "average-referenced channel is all zero); use reference=None."
             )
         if self.src_pos.shape[-1] != 3:
@@ -100,6 +137,20 @@ class ForwardOperator(eqx.Module):
             raise ValueError(
                 f"src_nn shape {self.src_nn.shape} must equal src_pos shape {self.src_pos.shape}."
             )
+        if self.ch_names is not None and len(self.ch_names) != self.gain.shape[-2]:
+            raise ValueError(
+                f"ch_names has {len(self.ch_names)} names but the gain has "
+                f"{self.gain.shape[-2]} channels (rows)."
+            )
+        if self.vertices is not None and self.vertices.n_src != self.src_pos.shape[-2]:
+            raise ValueError(
+                f"vertices hold {self.vertices.n_src} sources but src_pos has "
+                f"{self.src_pos.shape[-2]}."
+            )
+        if self.src_kind is not None:
+            check_option("src_kind", self.src_kind, SRC_KINDS)
+        if self.subject is not None and not isinstance(self.subject, str):
+            raise TypeError(f"subject must be a str or None, got {self.subject!r}.")
 
     @property
     def n_orient(self) -> int:

@@ -11,9 +11,11 @@ the *amplitude*, MNE's convention: ``lambda2 = 1 / 3**2`` for SNR = 3).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -25,13 +27,18 @@ from . import _stream
 from ._numerics import safe_norm, scale_of
 from ._typing import IntScalar, NestedSequence, RealScalar
 from ._validate import (
+    Vertices,
+    _mne_class,
     all_zero,
+    as_ch_names,
     as_int,
+    as_vertices,
     check_array,
     check_finite,
     check_lambda2,
     check_not_mne,
     check_option,
+    check_positive_finite_scalar,
     check_range,
     check_real_scalar,
     check_sensor_data,
@@ -39,7 +46,12 @@ from ._validate import (
     is_concrete,
     lambda2_error_if,
 )
-from .covariance import NoiseCov, check_covariance_values, whitener_rank
+from .covariance import (
+    NoiseCov,
+    check_covariance_values,
+    cov_from_mne,
+    whitener_rank,
+)
 from .eloreta import eLORETA
 from .forward import ForwardOperator
 from .kernel import ImagingKernel, apply_prepared
@@ -92,6 +104,18 @@ class InverseOperator(eqx.Module):
     ``whitener`` has ``rank`` rows (MNE's ``pca=True`` layout, no zero rows),
     so ``sing`` has ``rank`` entries, all used. The whitener includes the
     average-reference projection when it was built with one.
+
+    Metadata (static, hashable; carried from the forward or from an MNE
+    inverse operator to every source estimate): ``ch_names`` (tuple of str
+    or None: the channels of the whitener's columns; with names,
+    ``apply_inverse`` & co. accept MNE data objects and pick their channels
+    by name), ``vertices`` (tuple of int arrays or None, MNE's layout),
+    ``src_kind`` (``"surface"``, ``"volume"``, ``"discrete"``, ``"mixed"`` or
+    None) and ``subject`` (str or None).
+
+    The operator is for single trials (MNE's ``nave = 1``); the ``nave``
+    argument of the ``apply_*`` functions scales it as MNE's
+    ``prepare_inverse_operator`` does.
     """
 
     whitener: Float[Array, "white chan"]
@@ -108,6 +132,26 @@ class InverseOperator(eqx.Module):
     source_ori: str = eqx.field(static=True)
     rank: int = eqx.field(static=True)
     orient_frame: Float[Array, "src 3 3"] | None = None
+    ch_names: tuple[str, ...] | None = eqx.field(
+        static=True, default=None, converter=as_ch_names
+    )
+    vertices: Vertices | None = eqx.field(
+        static=True, default=None, converter=as_vertices
+    )
+    src_kind: str | None = eqx.field(static=True, default=None)
+    subject: str | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if self.ch_names is not None and len(self.ch_names) != self.whitener.shape[-1]:
+            raise ValueError(
+                f"ch_names has {len(self.ch_names)} names but the whitener has "
+                f"{self.whitener.shape[-1]} channels (columns)."
+            )
+        if self.vertices is not None and self.vertices.n_src != self.src_pos.shape[-2]:
+            raise ValueError(
+                f"vertices hold {self.vertices.n_src} sources but src_pos has "
+                f"{self.src_pos.shape[-2]}."
+            )
 
     @property
     def source_cov(self) -> Float[Array, " src_orient"]:
@@ -240,8 +284,13 @@ def make_inverse_operator(
     ----------
     fwd : ForwardOperator
         Lead field, V/(A·m): ``gain`` (n_chan, n_src * n_orient).
-    noise_cov : NoiseCov or Array, shape (n_chan, n_chan), V²
-        Sensor noise covariance.
+    noise_cov : NoiseCov or Array, shape (n_chan, n_chan), V², or mne.Covariance
+        Sensor noise covariance. When both ``fwd`` and ``noise_cov`` carry
+        ``ch_names``, the channels are matched by name: the operator uses the
+        forward's channels that the covariance has, in the forward's order
+        (as MNE-Python; the covariance's bad channels are left out). An
+        ``mne.Covariance`` is converted with
+        :func:`~exg_jax.covariance.cov_from_mne` (needs ``fwd.ch_names``).
     depth : float in [0, 1] or None
         Depth-weighting exponent (MNE's ``depth``); None or 0 disables it.
         MNE's defaults are used: ``limit=10`` (weights bounded to 10² times
@@ -249,7 +298,9 @@ def make_inverse_operator(
         orientation the spectral norm of each source's 3-column block.
     loose : float in [0, 1] or None
         Variance of the tangential components relative to the normal one.
-        None: 1.0 for a free forward, 0.0 (fixed) for a fixed one. ``loose < 1``
+        None: 0.0 (fixed) for a fixed forward; for a free one 0.2 when its
+        sources are an MNE cortical surface (``fwd.src_kind == "surface"``),
+        else 1.0 (MNE's ``loose="auto"``). ``loose < 1``
         needs source normals (``fwd.src_nn``); 0 gives a fixed-orientation
         inverse (normal component of a free forward, as MNE).
     fixed : bool
@@ -260,20 +311,25 @@ def make_inverse_operator(
     avg_ref_proj : bool or None
         Whiten with the EEG average-reference projector (MNE with
         ``set_eeg_reference(projection=True)``). None: True when
-        ``fwd.reference == "average"``. Pass True with a forward against
-        infinity (``reference=None``, e.g. ``exg_jax.interop.forward_from_mne(fwd,
-        reference=None)``) to reproduce MNE exactly: MNE computes the depth
-        prior from the unreferenced gain.
+        ``fwd.reference`` is ``"average"`` or ``"average_proj"`` (the default
+        of :func:`exg_jax.interop.forward_from_mne`, which keeps MNE's gain
+        against infinity: the depth prior is then computed from the
+        unreferenced gain, exactly as MNE does).
 
     Returns
     -------
     inv : InverseOperator
+        With ``ch_names`` (the channels used), ``vertices``, ``src_kind``
+        and ``subject`` from the forward.
 
     Notes
     -----
     Equivalent to ``mne.minimum_norm.make_inverse_operator(info, fwd, cov,
     loose=loose, depth=depth, fixed=fixed)`` with an average-reference
-    projector. Steps: whitener ``W`` of ``P C P`` (rank ``n − 1``); depth prior
+    projector; with a forward from ``forward_from_mne(fwd, info=info)`` and
+    the default arguments, to MNE's ``make_inverse_operator(info, fwd, cov)``
+    with its defaults (``loose="auto"``: 0.2 on cortical surfaces, 1 for
+    volume and discrete source spaces; ``depth=0.8``). Steps: whitener ``W`` of ``P C P`` (rank ``n − 1``); depth prior
     ``w_k = min(1/‖G_k‖² / w_lim, 1)^depth``; orientation prior
     ``(loose, loose, 1)`` in the surface frame; source variance
     ``R = depth · orient``; scaling so that ``‖W G R^½‖_F² = rank``; thin
@@ -282,10 +338,21 @@ def make_inverse_operator(
     check_type("fwd", fwd, ForwardOperator, "a ForwardOperator")
     if isinstance(noise_cov, NoiseCov):
         cov = noise_cov
+    elif _mne_class(noise_cov) == "Covariance":
+        if fwd.ch_names is None:
+            raise TypeError(
+                "noise_cov is an mne.Covariance but fwd has no channel names "
+                "(fwd.ch_names is None), so they cannot be matched by name; convert "
+                "it with exg_jax.cov_from_mne(cov, ch_names) (names in the forward's "
+                "order), or pass NoiseCov(jnp.asarray(cov.data)) if its channels are "
+                "the forward's, in the same order."
+            )
+        cov = cov_from_mne(noise_cov, fwd.ch_names)
     else:
         check_not_mne("noise_cov", noise_cov, "a NoiseCov or an array")
         check_array("noise_cov", noise_cov)
         cov = NoiseCov(jnp.asarray(noise_cov))
+    fwd, cov = _match_channels(fwd, cov)
     n_chan = fwd.n_chan
     if n_chan == 0:
         raise ValueError("fwd has 0 channels (fwd.gain has shape (0, ...)).")
@@ -317,7 +384,10 @@ def make_inverse_operator(
             f"avg_ref_proj must be None, True or False, got {avg_ref_proj!r}."
         )
     if loose is None:
-        loose = 0.0 if (fixed or fwd.orientation == "fixed") else 1.0
+        if fixed or fwd.orientation == "fixed":
+            loose = 0.0
+        else:  # MNE's loose="auto": 0.2 on cortical surfaces, else 1
+            loose = 0.2 if fwd.src_kind == "surface" else 1.0
     check_real_scalar("loose", loose)
     check_range("loose", loose, 0.0, 1.0)
     loose_c = float(loose) if is_concrete(loose) else None
@@ -369,8 +439,60 @@ def make_inverse_operator(
         n_orient=n_orient,
         source_ori="free" if n_orient == 3 else "fixed",
         rank=int(rank),
+        ch_names=fwd.ch_names if fwd.ch_names is not None else cov.ch_names,
+        vertices=fwd.vertices,
+        src_kind=fwd.src_kind,
+        subject=fwd.subject,
         **out,
     )
+
+
+def _match_channels(
+    fwd: ForwardOperator, cov: NoiseCov
+) -> tuple[ForwardOperator, NoiseCov]:
+    """Eager: forward and covariance on their common channels, in the forward's order.
+
+    Only when both carry ``ch_names``; else unchanged (their shapes are
+    checked by the caller). Forward channels the covariance lacks (its bads)
+    are left out, as MNE-Python's ``make_inverse_operator`` does; an
+    average-referenced gain (``reference="average"``) is re-referenced to the
+    channels kept.
+    """
+    if fwd.ch_names is None or cov.ch_names is None:
+        return fwd, cov
+    have = set(cov.ch_names)
+    common = [n for n in fwd.ch_names if n in have]
+    if not common:
+        raise ValueError(
+            "fwd and noise_cov have no channel in common (by name): "
+            f"fwd {list(fwd.ch_names[:5])}..., noise_cov {list(cov.ch_names[:5])}..."
+        )
+    if len(common) < fwd.n_chan:
+        keep = np.array([fwd.ch_names.index(n) for n in common])
+        gain = fwd.gain[..., keep, :]
+        if fwd.reference == "average":
+            gain = gain - jnp.mean(gain, axis=-2, keepdims=True)
+        fwd = ForwardOperator(
+            gain=gain,
+            src_pos=fwd.src_pos,
+            src_nn=fwd.src_nn,
+            orientation=fwd.orientation,
+            reference=fwd.reference,
+            ch_pos=None if fwd.ch_pos is None else fwd.ch_pos[..., keep, :],
+            ch_names=tuple(common),
+            vertices=fwd.vertices,
+            src_kind=fwd.src_kind,
+            subject=fwd.subject,
+        )
+    if tuple(common) != cov.ch_names:
+        idx = np.array([cov.ch_names.index(n) for n in common])
+        data = (
+            cov.data[np.ix_(idx, idx)]
+            if isinstance(cov.data, np.ndarray)
+            else (jnp.asarray(cov.data)[idx][:, idx])
+        )
+        cov = NoiseCov(data, nfree=cov.nfree, ch_names=tuple(common))
+    return fwd, cov
 
 
 # --------------------------------------------------------------------------- #
@@ -448,6 +570,7 @@ def imaging_kernel(
     method: str | AbstractInverseMethod = "dSPM",
     *,
     pick_ori: str | None = None,
+    nave: RealScalar | None = None,
 ) -> ImagingKernel:
     """The imaging kernel of an inverse method: ``K``, noise normalisation, status.
 
@@ -461,6 +584,9 @@ def imaging_kernel(
         ...) or MNE's string for its default settings.
     pick_ori : {None, "normal", "vector"}
         As :func:`apply_inverse`.
+    nave : float > 0 or None
+        Number of averaged trials of the data the kernel is for (None: 1),
+        as :func:`apply_inverse`.
 
     Returns
     -------
@@ -481,43 +607,130 @@ def imaging_kernel(
     Notes
     -----
     Equivalent to ``mne.minimum_norm.inverse._assemble_kernel(inv, None,
-    method, pick_ori)`` after ``prepare_inverse_operator(inv, 1, lambda2,
+    method, pick_ori)`` after ``prepare_inverse_operator(inv, nave, lambda2,
     method)``; MNE's kernel excludes the whitener and has surface-frame rows.
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
+    inv = _with_nave(inv, nave)
     lam = _lambda2_array(lambda2, inv)
+    inv = _bare(inv)
     k = _imaging_kernel_jit(inv, lam, compiled_method(method, inv, lam), pick_ori)
     method.check(k.status)
     return k
 
 
-def _apply(data, inv, lambda2, method, pick_ori, batch_size):
+def _bare(inv: InverseOperator) -> InverseOperator:
+    """``inv`` without its static metadata (names, vertices, subject).
+
+    The compiled kernels do not depend on them: stripping them before a
+    ``filter_jit`` lets operators of the same shapes share compiled code.
+    """
+    if (
+        inv.ch_names is None
+        and inv.vertices is None
+        and inv.src_kind is None
+        and inv.subject is None
+        and inv.noise_cov.ch_names is None
+    ):
+        return inv
+    cov = inv.noise_cov
+    if cov.ch_names is not None:
+        cov = NoiseCov(cov.data, nfree=cov.nfree)
+    return dataclasses.replace(
+        inv, noise_cov=cov, ch_names=None, vertices=None, src_kind=None, subject=None
+    )
+
+
+def _with_nave(inv: InverseOperator, nave) -> InverseOperator:
+    """The operator for data averaged over ``nave`` trials (None or 1: ``inv``).
+
+    As MNE-Python's ``prepare_inverse_operator(inv, nave, ...)``: the noise
+    covariance is divided by ``nave`` (the whitener multiplied by √nave) and
+    the source covariance too (``source_std`` divided by √nave). The MNE
+    and eLORETA kernels are unchanged; dSPM and sLORETA grow by √nave.
+    ``nave`` is checked here (a real scalar, finite and > 0; traced values
+    by ``eqx.error_if``).
+    """
+    if nave is None:
+        return inv
+    dtype = jnp.result_type(inv.whitener)
+    check_positive_finite_scalar("nave", nave, dtype)
+    if is_concrete(nave):
+        if float(nave) == 1.0:
+            return inv
+    else:
+        nave = eqx.error_if(
+            jnp.asarray(nave),
+            ~(jnp.isfinite(nave) & (nave > 0)),
+            "nave must be finite and > 0; a traced nave (under jit / vmap) was not.",
+        )
+    nv = jnp.asarray(nave, dtype)
+    root = jnp.sqrt(nv)
+    cov = NoiseCov(
+        jnp.asarray(inv.noise_cov.data, dtype) / nv,
+        nfree=inv.noise_cov.nfree,
+        ch_names=inv.noise_cov.ch_names,
+    )
+    return eqx.tree_at(
+        lambda i: (i.whitener, i.source_std, i.noise_cov),
+        inv,
+        (inv.whitener * root, inv.source_std / root, cov),
+    )
+
+
+def _op_dtype(data: np.ndarray, inv: InverseOperator) -> np.ndarray:
+    """NumPy data of an MNE object (float64) in the operator's dtype (no copy if equal)."""
+    return data.astype(np.dtype(jnp.result_type(inv.whitener)), copy=False)
+
+
+def _stc(inv, sol, method, pick_ori, status, tmin=0.0, tstep=1.0) -> SourceEstimate:
+    """A SourceEstimate with the operator's source identity and the time axis."""
+    return SourceEstimate(
+        sol,
+        inv.src_pos,
+        method=method.name,
+        pick_ori=pick_ori,
+        status=status,
+        tmin=tmin,
+        tstep=tstep,
+        vertices=inv.vertices,
+        src_kind=inv.src_kind,
+        subject=inv.subject,
+    )
+
+
+def _apply(data, inv, lambda2, method, pick_ori, batch_size, tmin=0.0, tstep=1.0):
     lam = _lambda2_array(lambda2, inv)
     data = jnp.asarray(data)
+    bare = _bare(inv)
     sol, status = _apply_jit(
-        data, inv, lam, compiled_method(method, data, inv, lam), pick_ori, batch_size
+        data, bare, lam, compiled_method(method, data, bare, lam), pick_ori, batch_size
     )
     method.check(status)
-    return SourceEstimate(
-        sol, inv.src_pos, method=method.name, pick_ori=pick_ori, status=status
-    )
+    return _stc(inv, sol, method, pick_ori, status, tmin, tstep)
 
 
 def apply_inverse(
-    data: Real[ArrayLike, "chan time"] | NestedSequence,
+    data: Real[ArrayLike, "chan time"] | NestedSequence | Any,
     inv: InverseOperator,
     lambda2: RealScalar = 1.0 / 9.0,
     method: str | AbstractInverseMethod = "dSPM",
     *,
     pick_ori: str | None = None,
+    nave: RealScalar | None = None,
 ) -> SourceEstimate:
     """Apply an inverse operator to sensor data.
 
     Parameters
     ----------
-    data : Array, shape (n_chan, n_times), V
+    data : Array, shape (n_chan, n_times), V; or mne.Evoked
         Sensor data (the average-reference projection is part of the
-        whitener, as MNE applies the projector).
+        whitener, as MNE applies the projector). An ``mne.Evoked`` needs an
+        operator with ``ch_names`` (from
+        :func:`~exg_jax.interop.forward_from_mne` or
+        :func:`~exg_jax.interop.inverse_from_mne`): its channels are picked by
+        name (a channel the operator uses must be present and not marked
+        bad), and its ``nave``, times and sampling rate are used.
     inv : InverseOperator
     lambda2 : float or scalar Array
         Regularisation λ² = 1 / SNR² (amplitude SNR); > 0. Traced: new values
@@ -532,24 +745,40 @@ def apply_inverse(
         None: for a free inverse the norm √(x² + y² + z²) per source;
         "normal": the component along the source normal; "vector": the three
         Cartesian components.
+    nave : float > 0 or None
+        Number of trials averaged in ``data``: the noise covariance is divided
+        by ``nave`` (dSPM and sLORETA grow by √nave; MNE and eLORETA do not
+        change). None: ``evoked.nave`` for an ``mne.Evoked``, else 1. May be
+        traced.
 
     Returns
     -------
     stc : SourceEstimate
-        ``data`` (n_src, n_times) or (n_src, 3, n_times).
+        ``data`` (n_src, n_times) or (n_src, 3, n_times); ``tmin`` /
+        ``tstep`` from an ``mne.Evoked`` (else 0 and 1: times in samples);
+        ``vertices``, ``src_kind``, ``subject`` from the operator.
 
     Notes
     -----
     Equivalent to ``mne.minimum_norm.apply_inverse(evoked, inv, lambda2,
-    method, pick_ori)`` with ``nave = 1``.
+    method, pick_ori)`` (with ``evoked.nave``, or ``nave``).
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
+    tmin, tstep = 0.0, 1.0
+    got = _stream.sensor_data_from_mne("data", data, inv.ch_names, ("Evoked",))
+    if got is not None:
+        data, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
+        nave = got.nave if nave is None else nave
     check_sensor_data("data", data, inv.n_chan, (2,), "the inverse operator has")
-    return _apply(data, inv, lambda2, method, pick_ori, None)
+    inv = _with_nave(inv, nave)
+    return _apply(data, inv, lambda2, method, pick_ori, None, tmin, tstep)
 
 
 def _stream_kernel(inv, lambda2, method, pick_ori, reduce):
-    """The imaging kernel the streaming engine applies (and the reduction's view)."""
+    """The imaging kernel the streaming engine applies (and the reduction's view).
+
+    ``inv`` is already scaled for ``nave`` (:func:`_with_nave`).
+    """
     vector = (
         isinstance(reduce, AbstractReduction)
         and reduce.needs_vector
@@ -636,6 +865,7 @@ def apply_inverse_epochs(
     chunk_size: IntScalar | None = None,
     devices: Sequence[jax.Device] | str | None = None,
     progress: bool | None = None,
+    nave: RealScalar | None = None,
 ) -> SourceEstimate | PyTree:
     """Apply an inverse operator to a batch of epochs, in memory or streamed.
 
@@ -657,10 +887,13 @@ def apply_inverse_epochs(
 
     Parameters
     ----------
-    epochs : array, shape (n_epochs, n_chan, n_times), V; or an iterable of chunks
+    epochs : array, shape (n_epochs, n_chan, n_times), V; or an iterable of chunks; or mne.Epochs
         A JAX or NumPy array, an ``np.memmap`` (larger than memory is fine),
         or an iterable (a generator, a reader) of arrays of shape
-        (n_i, n_chan, n_times) (or (n_chan, n_times) for one epoch).
+        (n_i, n_chan, n_times) (or (n_chan, n_times) for one epoch). An
+        ``mne.Epochs`` needs an operator with ``ch_names``: its channels are
+        picked by name (``epochs.get_data(picks=...)``, a NumPy array that is
+        then streamed like any other) and its times are kept.
     inv, lambda2, method, pick_ori
         As :func:`apply_inverse`.
     batch_size : int or None
@@ -684,13 +917,18 @@ def apply_inverse_epochs(
     progress : bool or None
         A progress bar (tqdm) over the streamed epochs; None: only when
         stderr is a terminal.
+    nave : float > 0 or None
+        Trials averaged in each epoch (None: 1, MNE's default for epochs), as
+        :func:`apply_inverse`.
 
     Returns
     -------
     stc : SourceEstimate
         Without ``reduce``: ``data`` (n_epochs, n_src, n_times) or
         (n_epochs, n_src, 3, n_times); a device array on the device path, a
-        NumPy array (or ``out``) when streamed.
+        NumPy array (or ``out``) when streamed. ``tmin`` / ``tstep`` from an
+        ``mne.Epochs`` (else 0 and 1); :func:`exg_jax.interop.to_mne` gives
+        one MNE source estimate per epoch.
     reduced : pytree of arrays
         With ``reduce``: its output, concatenated over the chunks (NumPy
         arrays when streamed, or ``out``).
@@ -704,16 +942,21 @@ def apply_inverse_epochs(
 
     Notes
     -----
-    Equivalent to ``mne.minimum_norm.apply_inverse_epochs`` with ``nave=1``
-    (MNE's ``return_generator=True`` plus the user's own loop for the
-    reduction).
+    Equivalent to ``mne.minimum_norm.apply_inverse_epochs(epochs, inv,
+    lambda2, method, pick_ori=pick_ori, nave=nave)`` (MNE's
+    ``return_generator=True`` plus the user's own loop for the reduction).
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
     chunk_size = as_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     _check_reduce(reduce)
     devs = _stream.as_devices(devices)
+    tmin, tstep = 0.0, 1.0
+    got = _stream.sensor_data_from_mne("epochs", epochs, inv.ch_names, ("BaseEpochs",))
+    if got is not None:
+        epochs, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
     check_not_mne("epochs", epochs)  # an mne.Epochs is iterable, not a chunk source
+    inv = _with_nave(inv, nave)
     host = _stream.is_streamable(epochs)
     traced = not is_concrete(inv, lambda2) or isinstance(epochs, jax.core.Tracer)
     if traced and host and not isinstance(epochs, np.ndarray):
@@ -738,7 +981,9 @@ def apply_inverse_epochs(
             "epochs", epochs, inv.n_chan, (3,), "the inverse operator has"
         )
         if reduce is None:
-            return _apply(epochs, inv, lambda2, method, pick_ori, batch_size)
+            return _apply(
+                epochs, inv, lambda2, method, pick_ori, batch_size, tmin, tstep
+            )
         kern = _stream_kernel(inv, lambda2, method, pick_ori, reduce)
         return _apply_reduce_jit(jnp.asarray(epochs), kern, reduce, batch_size)
     if isinstance(epochs, np.ndarray | jax.Array):
@@ -787,9 +1032,7 @@ def apply_inverse_epochs(
     )  # fmt: skip
     if reduce is not None:
         return res
-    return SourceEstimate(
-        res, inv.src_pos, method=method.name, pick_ori=pick_ori, status=kern.status
-    )
+    return _stc(inv, res, method, pick_ori, kern.status, tmin, tstep)
 
 
 def _checked(c, check):
@@ -822,15 +1065,19 @@ def apply_inverse_raw(
     out: np.ndarray | None = None,
     devices: Sequence[jax.Device] | str | None = None,
     progress: bool | None = None,
+    nave: RealScalar | None = None,
 ) -> SourceEstimate | PyTree:
     """Apply an inverse operator to continuous data, streamed in time chunks.
 
     Parameters
     ----------
-    raw : array, shape (n_chan, n_samples), V; or an iterable of chunks
+    raw : array, shape (n_chan, n_samples), V; or an iterable of chunks; or mne.io.Raw
         A NumPy or JAX array or an ``np.memmap`` (larger than memory is
         fine), or an iterable of (n_chan, n_i) chunks (then ``start`` /
-        ``stop`` do not apply).
+        ``stop`` do not apply). An ``mne.io.Raw`` needs an operator with
+        ``ch_names``: the segment ``start:stop`` of its channels, picked by
+        name, is read (``raw.get_data``, as MNE reads ``raw[sel, start:stop]``)
+        and streamed as an array.
     inv, lambda2, method, pick_ori
         As :func:`apply_inverse`.
     start, stop : int or None
@@ -848,12 +1095,16 @@ def apply_inverse_raw(
         Destination of the unreduced estimate (n_src[, 3], n_samples).
     devices, progress
         As :func:`apply_inverse_epochs` (the samples of a chunk are sharded).
+    nave : float > 0 or None
+        As :func:`apply_inverse` (None: 1, MNE's default for raw data).
 
     Returns
     -------
     stc : SourceEstimate
         ``data`` (n_src, n_samples) or (n_src, 3, n_samples), NumPy (or
-        ``out``).
+        ``out``). ``tmin`` is the time of ``start`` (from the first sample
+        of an ``mne.io.Raw``, as MNE; for an array, ``start`` in samples with
+        ``tstep = 1``).
     reduced : pytree of NumPy arrays
         With ``reduce``: its output, concatenated along time.
 
@@ -861,7 +1112,7 @@ def apply_inverse_raw(
     -----
     Equivalent to ``mne.minimum_norm.apply_inverse_raw(raw, inv, lambda2,
     method, start=start, stop=stop, pick_ori=pick_ori,
-    buffer_size=buffer_size)`` with ``nave=1``. Every output sample is a
+    buffer_size=buffer_size, nave=nave)``. Every output sample is a
     linear function of its own input sample, so chunks give the same result
     as the whole record.
     """
@@ -874,7 +1125,15 @@ def apply_inverse_raw(
             "own (time_local is False), so continuous data cannot be reduced in time "
             "chunks; cut the data into epochs (apply_inverse_epochs) instead."
         )
+    tmin, tstep = None, 1.0
+    got = _stream.sensor_data_from_mne(
+        "raw", raw, inv.ch_names, ("BaseRaw",), start=start, stop=stop
+    )
+    if got is not None:
+        raw, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
+        start = stop = None
     check_not_mne("raw", raw)
+    inv = _with_nave(inv, nave)
     devs = _stream.as_devices(devices)
     n_dev = len(devs) if devs else 1
     kern = imaging_kernel(inv, lambda2, method, pick_ori=pick_ori)
@@ -902,6 +1161,8 @@ def apply_inverse_raw(
                 f"got start={start}, stop={stop}."
             )
         n_total = stop - start
+        if tmin is None:
+            tmin = float(start)  # samples (tstep = 1)
         if not is_concrete(raw, inv, lambda2):  # traced: one program, no streaming
             if out is not None or devs is not None:
                 raise ValueError(
@@ -909,7 +1170,9 @@ def apply_inverse_raw(
                     "traced raw, operator or lambda2 (inside jit / grad / vmap)."
                 )
             check_finite("raw", raw)
-            stc = _apply(raw[:, start:stop], inv, lambda2, method, pick_ori, None)
+            stc = _apply(
+                raw[:, start:stop], inv, lambda2, method, pick_ori, None, tmin, tstep
+            )
             if reduce is None:
                 return stc
             return eqx.filter_jit(lambda d, r: r(d))(stc.data, reduce)
@@ -947,6 +1210,4 @@ def apply_inverse_raw(
     )  # fmt: skip
     if reduce is not None:
         return res
-    return SourceEstimate(
-        res, inv.src_pos, method=method.name, pick_ori=pick_ori, status=kern.status
-    )
+    return _stc(inv, res, method, pick_ori, kern.status, tmin or 0.0, tstep)

@@ -554,7 +554,7 @@ def test_forward_from_mne_free(mne_fwd):
     )
     # Discrete source space with normals: they are kept (unit length).
     np.testing.assert_allclose(np.linalg.norm(ours.src_nn, axis=1), 1.0, rtol=1e-12)
-    avg = forward_from_mne(fwd)
+    avg = forward_from_mne(fwd, reference="average")
     assert avg.reference == "average"
     np.testing.assert_allclose(
         avg.gain, g - g.mean(axis=0), rtol=0, atol=1e-15 * abs(g).max()
@@ -564,9 +564,11 @@ def test_forward_from_mne_free(mne_fwd):
         mne.convert_forward_solution(fwd, surf_ori=True), reference=None
     )
     np.testing.assert_allclose(surf.gain, g, rtol=0, atol=1e-14 * np.abs(g).max())
-    # A fixed forward: MNE's gain and normals as they are.
+    # A fixed forward: MNE's gain and normals as they are, in MNE's dtype (MNE
+    # stores a converted fixed gain in float32; dtype=np.float64 upcasts it).
     fixed_mne = mne.convert_forward_solution(fwd, surf_ori=True, force_fixed=True)
-    fixed = forward_from_mne(fixed_mne, reference=None)
+    fixed = forward_from_mne(fixed_mne, reference=None, dtype=np.float64)
+    assert forward_from_mne(fixed_mne).gain.dtype == jnp.float32
     assert fixed.orientation == "fixed" and fixed.gain.shape == (32, 42)
     np.testing.assert_array_equal(fixed.gain, fixed_mne["sol"]["data"])
     np.testing.assert_array_equal(fixed.src_nn, fixed_mne["source_nn"])
@@ -577,12 +579,16 @@ def test_forward_from_mne_free(mne_fwd):
 
 
 def test_from_mne_dispatch(mne_fwd):
+    import mne
+
     info, fwd = mne_fwd
     a, b = from_mne(fwd, reference=None), forward_from_mne(fwd, reference=None)
     np.testing.assert_array_equal(a.gain, b.gain)
-    assert interop.from_mne(fwd).reference == "average"
-    with pytest.raises(TypeError, match=r"from_mne cannot convert a mne\..*Info"):
-        from_mne(info)
+    assert interop.from_mne(fwd).reference == "average_proj"
+    with pytest.raises(
+        TypeError, match=r"from_mne cannot convert a mne\..*Annotations"
+    ):
+        from_mne(mne.Annotations([], [], []))
     with pytest.raises(TypeError, match=r"numpy\.ndarray"):
         from_mne(np.ones(3))
     with pytest.raises(TypeError, match=r"fwd must be an mne\.Forward, got dict"):
