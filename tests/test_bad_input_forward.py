@@ -555,7 +555,7 @@ def test_numpy_scalars_accepted(call):
         (lambda: standard_montage(radius="0.075"), TypeError, "radius"),
         (lambda: standard_montage(radius=(0.07, 0.08)), ValueError, "radius"),
         (
-            lambda: standard_montage("biosemi64"),
+            lambda: standard_montage("no_such_montage"),
             ValueError,
             "kind.*standard_1020.*standard_1010",
         ),
