@@ -11,6 +11,7 @@ MARKERS = {
     "quickstart.ipynb": "(100, 642, 250) True",
     "batch_imaging.ipynb": "batch_imaging OK",
     "head_model_fitting.ipynb": "head_model_fitting OK",
+    "resolution.ipynb": "resolution OK",
 }
 
 
