@@ -171,12 +171,13 @@ def test_factors_match_mne_compute_eloreta(case):
         nsource=G.shape[1] // n_orient,
         eigen_leads_weighted=False,
     )
-    _compute_eloreta(inv, lam2, dict(eps=1e-10, max_iter=500, force_equal=force_equal))
+    # the settings of test_weights_match_numpy_reference (one compilation)
+    _compute_eloreta(inv, lam2, dict(eps=1e-9, max_iter=300, force_equal=force_equal))
     K_mne = inv["eigen_leads"]["data"] @ (
         inv["reginv"][:, None] * inv["eigen_fields"]["data"]
     )
 
-    method = eLORETA(eps=1e-10, max_iter=500, force_equal=force_equal)
+    method = eLORETA(eps=1e-9, max_iter=300, force_equal=force_equal)
     fac, status = method.factors(_duck_operator(G, std, n_orient), jnp.asarray(lam2))
     assert bool(status.converged)
     np.testing.assert_allclose(np.asarray(fac.sing), inv["sing"], rtol=1e-12)
@@ -330,17 +331,22 @@ def _central_fd(loss, G, lam, D, h):
     return (vals[0] - vals[1]) / (2 * h), (vals[2] - vals[3]) / (2 * h)
 
 
+def _central_fd_calls(f, G, lam, D, h):
+    """The same differences from calls of ``f(G, lam)[0]`` (a compiled value)."""
+    fd_G = (f(G + h * D, lam)[0] - f(G - h * D, lam)[0]) / (2 * h)
+    fd_l = (f(G, lam + h)[0] - f(G, lam - h)[0]) / (2 * h)
+    return fd_G, fd_l
+
+
 @pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=CASE_IDS[:2])
 def test_grad_lambda2_and_gain_vs_finite_differences(case):
     loss, G, D = _grad_problem(case)
-
-    @jax.jit
-    def check(G, lam):
-        gG, gl = jax.grad(loss, argnums=(0, 1))(G, lam)
-        fd_G, fd_l = _central_fd(loss, G, lam, D, 1e-5)
-        return gG, gl, fd_l, jnp.sum(gG * D), fd_G
-
-    gG, gl, fd_l, gD, fd_G = check(G, 0.1)
+    # one compiled function: the loss (for the central differences, at G ± hD
+    # and λ² ± h) and its gradient
+    check = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    _, (gG, gl) = check(G, 0.1)
+    fd_G, fd_l = _central_fd_calls(check, G, 0.1, D, 1e-5)
+    gD = jnp.sum(gG * D)
     assert np.isfinite(np.asarray(gG)).all()
     # measured 1.6e-9 and 2.2e-10 (central FD)
     assert abs(gl - fd_l) <= 1e-7 * abs(fd_l)
@@ -553,20 +559,17 @@ def test_grad_sphere_parameters_and_lambda2_end_to_end():
     dc = jnp.array([0.3, -0.5, 0.2]) * c0
     h = 1e-5
 
-    @jax.jit
-    def check(r, c, lam):
-        gr, gc, gl = jax.grad(loss, argnums=(0, 1, 2))(r, c, lam)
-        # the four finite-difference points in one batched (vmapped) evaluation
-        sgn = jnp.array([1.0, -1.0, 0.0, 0.0])
-        sgl = jnp.array([0.0, 0.0, 1.0, -1.0])
-        vals = jax.vmap(loss)(
-            r + h * sgn[:, None] * dr, c + h * sgn[:, None] * dc, lam * (1.0 + h * sgl)
-        )
-        fd = (vals[0] - vals[1]) / (2 * h)
-        fd_l = (vals[2] - vals[3]) / (2 * h * lam)
-        return gr, gc, jnp.sum(gr * dr) + jnp.sum(gc * dc), fd, gl, fd_l
-
-    gr, gc, gd, fd, gl, fd_l = check(r0, c0, lam0)
+    # one compiled function: the loss (for the central differences, at the
+    # four shifted points) and its gradient
+    check = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    _, (gr, gc, gl) = check(r0, c0, lam0)
+    gd = jnp.sum(gr * dr) + jnp.sum(gc * dc)
+    fd = (
+        check(r0 + h * dr, c0 + h * dc, lam0)[0]
+        - check(r0 - h * dr, c0 - h * dc, lam0)[0]
+    ) / (2 * h)
+    up, dn = check(r0, c0, lam0 * (1.0 + h))[0], check(r0, c0, lam0 * (1.0 - h))[0]
+    fd_l = (up - dn) / (2 * h * lam0)
     assert np.isfinite(np.asarray(gr)).all() and np.isfinite(np.asarray(gc)).all()
     # measured 1.4e-10 and 8.4e-11 (central FD)
     assert abs(gd - fd) <= 1e-8 * abs(fd), (gd, fd)

@@ -11,6 +11,7 @@ before the scale-free forms these gradients were off by 0.5-2.2x.
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,32 +104,71 @@ def _inverse(gain, cov, p, loose=0.2, depth=0.8):
 
 
 # --------------------------------------------------------------------------- #
-# The README's example: d loss / d sigma_skull through forward and inverse
+# The whole pipeline, differentiated once per method and dtype
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("method", ["MNE", "dSPM", "sLORETA"])
-def test_readme_gradient_sigma_skull(problem, method):
-    p = problem
+SPHERE0 = {
+    "radii": np.array([0.067, 0.070, 0.075]),
+    "conductivities": np.array([0.33, 0.0042, 0.33]),
+    "center": np.array([0.0, 0.0, 0.04]),
+}
 
-    def loss(sigma_skull):
-        dt = sigma_skull.dtype
-        sph = ex.SphereModel(
-            radii=jnp.asarray([0.067, 0.070, 0.075], dt),
-            conductivities=jnp.stack(
-                [jnp.asarray(0.33, dt), sigma_skull, jnp.asarray(0.33, dt)]
-            ),
-            center=jnp.asarray([0.0, 0.0, 0.04], dt),
-        )
+
+@pytest.fixture(scope="module")
+def pipeline(problem):
+    """``pipeline(method)``: value and gradient, in float32 and float64, of
+
+    ``sum(apply_inverse(data, make_inverse_operator(fwd, cov), lambda2).data)``
+
+    with ``fwd`` the sphere forward of the default model (its radii,
+    conductivities and centre the variables) plus a zero gain offset, ``cov``
+    and ``lambda2`` variables too. One reverse pass per dtype gives every
+    gradient the tests below check: the README's d/d sigma_skull (the middle
+    conductivity), d/d gain (= d/d offset), d/d cov and d/d lambda2, each the
+    same partial derivative as when it alone is differentiated. Eager, like a
+    user's ``jax.grad``; computed once per method (the compiled derivatives of
+    the forward and the inverse operator are shared by all methods).
+    """
+    p = problem
+    memo = {}
+
+    def loss(args, method):
+        kw, offset, cov, lam = args
+        dt = lam.dtype
         f = ex.make_sphere_forward_free(
             jnp.asarray(p["elec"], dt),
             jnp.asarray(p["src_pos"], dt),
-            sph,
+            ex.SphereModel(**kw),
             src_nn=jnp.asarray(p["src_nn"], dt),
         )
-        i = ex.make_inverse_operator(f, jnp.asarray(p["cov"], dt), loose=0.2)
-        stc = ex.apply_inverse(jnp.asarray(p["data"], dt), i, 1 / 9, method=_m(method))
+        f = eqx.tree_at(lambda f: f.gain, f, f.gain + offset)
+        i = ex.make_inverse_operator(f, cov, loose=0.2)  # depth 0.8
+        stc = ex.apply_inverse(jnp.asarray(p["data"], dt), i, lam, method=_m(method))
         return jnp.sum(stc.data)
 
-    (v32, g32), (v64, g64) = _both(loss, 0.0042)
+    def get(method):
+        if method not in memo:
+            args = (SPHERE0, np.zeros_like(p["gain"]), p["cov"], np.asarray(1 / 9))
+            out = {}
+            for dtype in (jnp.float64, jnp.float32):
+                val, grad = jax.value_and_grad(loss)(_tree_cast(args, dtype), method)
+                assert val.dtype == dtype, (val.dtype, dtype)
+                for g in jax.tree_util.tree_leaves(grad):
+                    assert g.dtype == dtype, (g.dtype, dtype)
+                    assert np.all(np.isfinite(np.asarray(g)))
+                out[dtype] = (val, grad)
+            memo[method] = out[jnp.float32], out[jnp.float64]
+        return memo[method]
+
+    return get
+
+
+# --------------------------------------------------------------------------- #
+# The README's example: d loss / d sigma_skull through forward and inverse
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("method", ["MNE", "dSPM", "sLORETA"])
+def test_readme_gradient_sigma_skull(pipeline, method):
+    (v32, g32), (v64, g64) = pipeline(method)
+    g32, g64 = g32[0]["conductivities"][1], g64[0]["conductivities"][1]
     assert abs(float(v32) - float(v64)) <= 1e-3 * abs(float(v64))
     assert _rel(g32, g64) <= RTOL, (float(g32), float(g64))
 
@@ -140,11 +180,7 @@ def test_forward_sphere_gradients(problem):
     """Gradient w.r.t. radii, conductivities and centre at once (one compile per
     dtype), each block compared separately."""
     p = problem
-    base = {
-        "radii": np.array([0.067, 0.070, 0.075]),
-        "conductivities": np.array([0.33, 0.0042, 0.33]),
-        "center": np.array([0.0, 0.0, 0.04]),
-    }
+    base = SPHERE0
     w = np.random.default_rng(0).standard_normal(p["gain"].shape)
 
     def loss(kw):
@@ -173,68 +209,34 @@ def test_forward_sphere_gradients(problem):
 # Inverse operator and application: gain, covariance, lambda2
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("method", METHODS)
-def test_gradient_wrt_gain(problem, method):
-    p = problem
-
-    def loss(gain):
-        dt = gain.dtype
-        inv = _inverse(gain, jnp.asarray(p["cov"], dt), p)
-        stc = ex.apply_inverse(
-            jnp.asarray(p["data"], dt), inv, 1 / 9, method=_m(method)
-        )
-        return jnp.sum(stc.data)
-
-    (v32, g32), (v64, g64) = _both(loss, p["gain"])
+def test_gradient_wrt_gain(pipeline, method):
+    (v32, g32), (v64, g64) = pipeline(method)
     assert abs(float(v32) - float(v64)) <= 1e-3 * abs(float(v64))
-    assert _rel(g32, g64) <= RTOL
+    assert _rel(g32[1], g64[1]) <= RTOL
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_gradient_wrt_covariance(problem, method):
-    p = problem
-
-    def loss(cov):
-        dt = cov.dtype
-        inv = _inverse(jnp.asarray(p["gain"], dt), cov, p)
-        stc = ex.apply_inverse(
-            jnp.asarray(p["data"], dt), inv, 1 / 9, method=_m(method)
-        )
-        return jnp.sum(stc.data)
-
-    (_, g32), (_, g64) = _both(loss, p["cov"])
-    assert _rel(g32, g64) <= RTOL
+def test_gradient_wrt_covariance(pipeline, method):
+    (_, g32), (_, g64) = pipeline(method)
+    assert _rel(g32[2], g64[2]) <= RTOL
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_gradient_wrt_lambda2(problem, method):
-    p = problem
-    inv64 = _inverse(jnp.asarray(p["gain"]), jnp.asarray(p["cov"]), p)
-    inv32 = _tree_cast(inv64, jnp.float32)
-    out = {}
-    for dt, inv in ((jnp.float64, inv64), (jnp.float32, inv32)):
-        data = jnp.asarray(p["data"], dt)
-
-        def loss(lam, inv=inv, data=data):
-            stc = ex.apply_inverse(data, inv, lam, method=_m(method))
-            return jnp.sum(stc.data)
-
-        out[dt] = jax.grad(loss)(jnp.asarray(1 / 9, dt))
-    assert out[jnp.float32].dtype == jnp.float32
-    assert _rel(out[jnp.float32], out[jnp.float64]) <= RTOL
+def test_gradient_wrt_lambda2(pipeline, method):
+    (_, g32), (_, g64) = pipeline(method)
+    assert g32[3].dtype == jnp.float32
+    assert _rel(g32[3], g64[3]) <= RTOL
 
 
-def test_scale_invariant_loss_has_no_radial_gradient(problem):
-    """dSPM is invariant to a scale of the gain: ⟨∂f/∂G, G⟩ = 0 (float32 too)."""
-    p = problem
+def test_scale_invariant_loss_has_no_radial_gradient(problem, pipeline):
+    """dSPM is invariant to a scale of the gain: ⟨∂f/∂G, G⟩ = 0 (float32 too).
 
-    def loss(gain):
-        dt = gain.dtype
-        inv = _inverse(gain, jnp.asarray(p["cov"], dt), p)
-        return jnp.sum(ex.apply_inverse(jnp.asarray(p["data"], dt), inv, 1 / 9).data)
-
-    for dt in (jnp.float64, jnp.float32):
-        g = jnp.asarray(p["gain"], dt)
-        grad = jax.grad(loss)(g)
+    ∂f/∂G of f = sum(apply_inverse(data, inv(G), 1/9, "dSPM").data) at the
+    problem's gain G, from the pipeline's reverse pass."""
+    for dt, (_, grad) in zip((jnp.float32, jnp.float64), pipeline("dSPM"), strict=True):
+        g = jnp.asarray(problem["gain"], dt)
+        grad = grad[1]
+        assert grad.dtype == dt
         radial = float(jnp.sum(grad * g))
         scale = float(jnp.linalg.norm(grad) * jnp.linalg.norm(g))
         assert abs(radial) <= (1e-10 if dt == jnp.float64 else 1e-3) * scale

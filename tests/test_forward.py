@@ -6,6 +6,8 @@ closed-form homogeneous-sphere potential written here independently, central
 finite differences, and geometric invariances.
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -277,14 +279,21 @@ def test_exact_truncation_converged(small):
 # ---------------------------------------------------------------------------
 
 
+@functools.cache
+def _jitted_forward(method):
+    """``make_sphere_forward`` under ``jax.jit`` (geometry and model traced),
+    one compiled function per method for the tests that need one."""
+    return jax.jit(
+        lambda e, p, n, s: make_sphere_forward(e, p, n, s, method=method, n_terms=None)
+    )
+
+
 @pytest.mark.parametrize("method", ["berg_scherg", "exact"])
 def test_jit_equals_eager(small, method):
     el, pos, nn = small
     sphere = SphereModel()
     eager = make_sphere_forward(el, pos, nn, sphere, method=method)
-    jitted = jax.jit(
-        lambda e, p, n, s: make_sphere_forward(e, p, n, s, method=method, n_terms=None)
-    )(el, pos, nn, sphere)
+    jitted = _jitted_forward(method)(el, pos, nn, sphere)
     assert isinstance(jitted, ForwardOperator) and jitted.orientation == "fixed"
     # The traced exact path uses the fixed 1000-term default: same to truncation.
     np.testing.assert_allclose(
@@ -493,7 +502,7 @@ def test_berg_scherg_params_accepted(small):
 
 def test_default_fit_is_memoised(small):
     """A repeated eager call reuses the fit; clearing the cache refits, same gain."""
-    el, pos, _ = small
+    el, pos, nn = small
     sph = SphereModel()
     cached = sphere_forward._berg_scherg_fit_cached
     sphere_forward.clear_berg_scherg_cache()
@@ -508,8 +517,8 @@ def test_default_fit_is_memoised(small):
     make_sphere_forward_free(el, pos, SphereModel(conductivities=(0.33, 0.01, 0.33)))
     assert cached.cache_info().currsize == 2
     assert cached.cache_info().maxsize == sphere_forward.BERG_SCHERG_CACHE_SIZE
-    # Traced models never use it.
-    jax.jit(lambda s: make_sphere_forward_free(el, pos, s).gain)(sph)
+    # Traced models never use it (test_jit_equals_eager's compiled forward).
+    _jitted_forward("berg_scherg")(el, pos, nn, sph)
     assert cached.cache_info().currsize == 2
     sphere_forward.clear_berg_scherg_cache()
     assert cached.cache_info().currsize == 0
