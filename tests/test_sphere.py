@@ -598,11 +598,15 @@ def _rel_err(a, b):
 def test_berg_scherg_warm_start_matches_cold():
     # From the fit of a model whose skull conductivity is 5 % / 30 % away, one
     # Newton run reaches the cold fit's optimum (measured <= 4.3e-12 relative,
-    # 4-shell; <= 7e-15 for the 3-shell ones). Iterations (x1.05, x1/1.05 /
-    # cold): 12, 12 / 18 (3-shell), 7, 9 / 12 (4-shell), 9, 9 / 12 (skull
-    # 0.02); x1.3: 15, 18, 13, i.e. not always fewer than the cold fit's best
-    # start (whose loop runs until all n_starts runs stop). MNE's 4-shell model from x1/1.3 lies across a
-    # branch switch of the optimum (see berg_scherg_params, Notes).
+    # 4-shell; <= 7e-15 for the 3-shell ones), where the cold fit runs
+    # n_starts = 8 of them after a grid stage. Iteration counts depend on
+    # rounding: warm (x1.05, x1/1.05, x1.3) / cold loop (until all 8 runs stop)
+    # measured 12, 12, 15 / 13 (3-shell), 12, 9, 14 / 28 (4-shell), 10, 9, 13 /
+    # 19 (skull 0.02) with LLVM -O2, and 12, 18, 15 / 18, 10, 8, 14 / 8,
+    # 11, 9, 13 / 10 with -O0 (tests/conftest.py): a warm run is not always
+    # shorter than the cold loop, so the bound is absolute (a warm run that
+    # wanders goes to max_iter = 100). MNE's 4-shell model from x1/1.3 lies
+    # across a branch switch of the optimum (see berg_scherg_params, Notes).
     for make, k in _WARM_MODELS.values():
         sph = make()
         cold = berg_scherg_params(sph)
@@ -614,8 +618,7 @@ def test_berg_scherg_warm_start_matches_cold():
             assert warm.status.result == RESULTS.successful
             assert bool(warm.status.stats["gradient_converged"])
             np.testing.assert_allclose(warm.residual, cold.residual, rtol=1e-9)
-            if factor != 1.3:
-                assert int(warm.status.iterations) <= int(cold.status.iterations)
+            assert int(warm.status.iterations) <= 25, (factor, warm.status)
         # A pair (mu, lam) is the same init as the BergSchergParams.
         pair = berg_scherg_params(sph, init=(near.mu, near.lam))
         np.testing.assert_array_equal(pair.mu, warm.mu)
