@@ -191,7 +191,9 @@ with jax.disable_jit():
                 )
                 assert stc.data.shape == (2, 42, 3, 5)
             else:
-                stc = ex.apply_inverse(data, inv_loose, 1 / 9, method, pick_ori=pick_ori)
+                stc = ex.apply_inverse(
+                    data, inv_loose, 1 / 9, method, pick_ori=pick_ori
+                )
             assert stc.data.dtype == DT
 ex.apply_inverse(np.asarray(data), inv_fixed, np.float32(0.2), ex.dSPM())
 ex.apply_inverse(data.tolist(), inv_fix2, 1, ex.MNE())
