@@ -69,10 +69,16 @@ def release_pages(view) -> None:
         pass  # pragma: no cover - an unusual mapping: keep the pages
 
 
-def default_chunk(n_rows: int, n_times: int, itemsize: int, n_dev: int) -> int:
-    """Epochs per chunk so that the chunk's unreduced estimate is ~CHUNK_BYTES."""
+def default_chunk(
+    n_rows: int, n_times: int, itemsize: int, n_dev: int, n_total: int | None = None
+) -> int:
+    """Epochs per chunk so that the chunk's unreduced estimate is ~CHUNK_BYTES,
+    and no more than the ``n_total`` epochs there are (when known): a small
+    input is one chunk of its own size, not padded to the memory budget."""
     per_epoch = max(1, n_rows * n_times * itemsize)
     c = max(1, CHUNK_BYTES // per_epoch)
+    if n_total is not None:
+        c = max(1, min(c, n_total))
     return int(math.ceil(c / n_dev) * n_dev)
 
 

@@ -910,7 +910,8 @@ def apply_inverse_epochs(
     chunk_size : int or None
         Epochs per streamed chunk (rounded up to a multiple of the number of
         devices). None: as many as keep a chunk's unreduced estimate near
-        256 MB.
+        256 MB, at most the number of epochs (an array input smaller than that
+        is one chunk, unpadded).
     devices : "all" or sequence of jax.Device, optional
         Shard each chunk's epochs over these devices (a 1-D mesh); the
         operator is replicated. Identical results to one device.
@@ -1014,7 +1015,7 @@ def apply_inverse_epochs(
     n_dev = len(devs) if devs else 1
     if chunk_size is None:
         chunk_size = _stream.default_chunk(
-            kern.kernel.shape[0], n_times, dtype.itemsize, n_dev
+            kern.kernel.shape[0], n_times, dtype.itemsize, n_dev, n_total
         )
     chunk_size = -(-chunk_size // n_dev) * n_dev
     if out is not None and reduce is None:

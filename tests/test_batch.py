@@ -126,6 +126,11 @@ def test_one_compile_for_all_chunks(problem):
     )
     assert out.shape[0] == 23
     assert len(calls) == 1, calls
+    # No chunk_size: an input smaller than the memory budget is one chunk of
+    # its own size (not padded to the ~256 MB budget's epoch count)
+    calls.clear()
+    ex.apply_inverse_epochs(ep, problem["inv"], LAMBDA2, "MNE", reduce=reduce)
+    assert [c[0] for c in calls] == [23], calls
 
 
 def test_raw_streamed_equals_whole(problem, tmp_path):
