@@ -710,6 +710,39 @@ def _apply(data, inv, lambda2, method, pick_ori, batch_size, tmin=0.0, tstep=1.0
     return _stc(inv, sol, method, pick_ori, status, tmin, tstep)
 
 
+def _times(name: str, tmin: Any, sfreq: Any, got: Any) -> tuple[float, float]:
+    """``(tmin, tstep)`` of the estimate: from an MNE object (``got``), else
+    from ``tmin`` (s, default 0) and ``sfreq`` (Hz; default: times in samples,
+    ``tstep = 1``). Both are metadata: concrete numbers, checked eagerly."""
+    if got is not None:
+        if tmin is not None or sfreq is not None:
+            raise ValueError(
+                f"tmin and sfreq are for array {name}: an MNE object brings its own "
+                f"times (tmin={got.tmin!r} s, sfreq={1.0 / got.tstep!r} Hz)."
+            )
+        return got.tmin, got.tstep
+    t0, step = 0.0, 1.0
+    for arg, value in (("tmin", tmin), ("sfreq", sfreq)):
+        if value is None:
+            continue
+        check_real_scalar(arg, value)
+        if not is_concrete(value):
+            raise TypeError(
+                f"{arg} must be a concrete number (it is the estimate's metadata), "
+                "got a traced value."
+            )
+        v = float(np.asarray(value))
+        if arg == "tmin":
+            if not np.isfinite(v):
+                raise ValueError(f"tmin must be finite (s), got {value!r}.")
+            t0 = v
+        else:
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"sfreq must be finite and > 0 (Hz), got {value!r}.")
+            step = 1.0 / v
+    return t0, step
+
+
 def apply_inverse(
     data: Real[ArrayLike, "chan time"] | NestedSequence | Any,
     inv: InverseOperator,
@@ -718,6 +751,8 @@ def apply_inverse(
     *,
     pick_ori: str | None = None,
     nave: RealScalar | None = None,
+    tmin: RealScalar | None = None,
+    sfreq: RealScalar | None = None,
 ) -> SourceEstimate:
     """Apply an inverse operator to sensor data.
 
@@ -750,12 +785,18 @@ def apply_inverse(
         by ``nave`` (dSPM and sLORETA grow by √nave; MNE and eLORETA do not
         change). None: ``evoked.nave`` for an ``mne.Evoked``, else 1. May be
         traced.
+    tmin : float or None
+        Time of the first sample of array ``data``, s (None: 0). An
+        ``mne.Evoked`` brings its own (passing either is a ``ValueError``).
+    sfreq : float > 0 or None
+        Sampling rate of array ``data``, Hz: ``stc.tstep = 1 / sfreq``. None:
+        times in samples (``tstep = 1``).
 
     Returns
     -------
     stc : SourceEstimate
         ``data`` (n_src, n_times) or (n_src, 3, n_times); ``tmin`` /
-        ``tstep`` from an ``mne.Evoked`` (else 0 and 1: times in samples);
+        ``tstep`` from an ``mne.Evoked`` or the arguments above;
         ``vertices``, ``src_kind``, ``subject`` from the operator.
 
     Notes
@@ -764,10 +805,10 @@ def apply_inverse(
     method, pick_ori)`` (with ``evoked.nave``, or ``nave``).
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
-    tmin, tstep = 0.0, 1.0
     got = _stream.sensor_data_from_mne("data", data, inv.ch_names, ("Evoked",))
+    tmin, tstep = _times("data", tmin, sfreq, got)
     if got is not None:
-        data, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
+        data = _op_dtype(got.data, inv)
         nave = got.nave if nave is None else nave
     check_sensor_data("data", data, inv.n_chan, (2,), "the inverse operator has")
     inv = _with_nave(inv, nave)
@@ -866,6 +907,8 @@ def apply_inverse_epochs(
     devices: Sequence[jax.Device] | str | None = None,
     progress: bool | None = None,
     nave: RealScalar | None = None,
+    tmin: RealScalar | None = None,
+    sfreq: RealScalar | None = None,
 ) -> SourceEstimate | PyTree:
     """Apply an inverse operator to a batch of epochs, in memory or streamed.
 
@@ -928,8 +971,9 @@ def apply_inverse_epochs(
         Without ``reduce``: ``data`` (n_epochs, n_src, n_times) or
         (n_epochs, n_src, 3, n_times); a device array on the device path, a
         NumPy array (or ``out``) when streamed. ``tmin`` / ``tstep`` from an
-        ``mne.Epochs`` (else 0 and 1); :func:`exg_jax.interop.to_mne` gives
-        one MNE source estimate per epoch.
+        ``mne.Epochs`` or from ``tmin`` / ``sfreq`` (as :func:`apply_inverse`;
+        default 0 and 1, times in samples); :func:`exg_jax.interop.to_mne`
+        gives one MNE source estimate per epoch.
     reduced : pytree of arrays
         With ``reduce``: its output, concatenated over the chunks (NumPy
         arrays when streamed, or ``out``).
@@ -952,10 +996,10 @@ def apply_inverse_epochs(
     chunk_size = as_int("chunk_size", chunk_size, minimum=1, allow_none=True)
     _check_reduce(reduce)
     devs = _stream.as_devices(devices)
-    tmin, tstep = 0.0, 1.0
     got = _stream.sensor_data_from_mne("epochs", epochs, inv.ch_names, ("BaseEpochs",))
+    tmin, tstep = _times("epochs", tmin, sfreq, got)
     if got is not None:
-        epochs, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
+        epochs = _op_dtype(got.data, inv)
     check_not_mne("epochs", epochs)  # an mne.Epochs is iterable, not a chunk source
     inv = _with_nave(inv, nave)
     host = _stream.is_streamable(epochs)
@@ -1067,6 +1111,8 @@ def apply_inverse_raw(
     devices: Sequence[jax.Device] | str | None = None,
     progress: bool | None = None,
     nave: RealScalar | None = None,
+    tmin: RealScalar | None = None,
+    sfreq: RealScalar | None = None,
 ) -> SourceEstimate | PyTree:
     """Apply an inverse operator to continuous data, streamed in time chunks.
 
@@ -1098,14 +1144,19 @@ def apply_inverse_raw(
         As :func:`apply_inverse_epochs` (the samples of a chunk are sharded).
     nave : float > 0 or None
         As :func:`apply_inverse` (None: 1, MNE's default for raw data).
+    tmin : float or None
+        Time of sample 0 of array ``raw``, s (None: 0).
+    sfreq : float > 0 or None
+        Sampling rate of array ``raw``, Hz (None: times in samples). An
+        ``mne.io.Raw`` brings both (passing either is a ``ValueError``).
 
     Returns
     -------
     stc : SourceEstimate
         ``data`` (n_src, n_samples) or (n_src, 3, n_samples), NumPy (or
         ``out``). ``tmin`` is the time of ``start`` (from the first sample
-        of an ``mne.io.Raw``, as MNE; for an array, ``start`` in samples with
-        ``tstep = 1``).
+        of an ``mne.io.Raw``, as MNE; for an array, ``tmin + start / sfreq``,
+        or ``start`` in samples with ``tstep = 1`` without ``sfreq``).
     reduced : pytree of NumPy arrays
         With ``reduce``: its output, concatenated along time.
 
@@ -1126,12 +1177,13 @@ def apply_inverse_raw(
             "own (time_local is False), so continuous data cannot be reduced in time "
             "chunks; cut the data into epochs (apply_inverse_epochs) instead."
         )
-    tmin, tstep = None, 1.0
     got = _stream.sensor_data_from_mne(
         "raw", raw, inv.ch_names, ("BaseRaw",), start=start, stop=stop
     )
+    t0, tstep = _times("raw", tmin, sfreq, got)
+    tmin = t0 if got is not None else None  # an array's: t0 + start * tstep below
     if got is not None:
-        raw, tmin, tstep = _op_dtype(got.data, inv), got.tmin, got.tstep
+        raw = _op_dtype(got.data, inv)
         start = stop = None
     check_not_mne("raw", raw)
     inv = _with_nave(inv, nave)
@@ -1163,7 +1215,7 @@ def apply_inverse_raw(
             )
         n_total = stop - start
         if tmin is None:
-            tmin = float(start)  # samples (tstep = 1)
+            tmin = t0 + start * tstep  # s, or samples without sfreq (tstep = 1)
         if not is_concrete(raw, inv, lambda2):  # traced: one program, no streaming
             if out is not None or devs is not None:
                 raise ValueError(
@@ -1211,4 +1263,5 @@ def apply_inverse_raw(
     )  # fmt: skip
     if reduce is not None:
         return res
-    return _stc(inv, res, method, pick_ori, kern.status, tmin or 0.0, tstep)
+    tmin = t0 if tmin is None else tmin  # an iterable of chunks starts at t0
+    return _stc(inv, res, method, pick_ori, kern.status, tmin, tstep)

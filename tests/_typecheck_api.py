@@ -237,6 +237,8 @@ tc = ex.apply_inverse_epochs(ep_np, inv_loose, 1 / 9, "dSPM", reduce=red, chunk_
 assert tc.shape == (2, 3, 5)
 ex.apply_inverse_epochs(iter([ep_np]), inv_loose, 1 / 9, "MNE", chunk_size=2)
 ex.apply_inverse_raw(np.asarray(data), inv_loose, 1 / 9, "sLORETA", start=1, stop=4)
+ex.apply_inverse(data, inv_fix2, 0.1, "MNE", tmin=-0.1, sfreq=np.float32(250))
+ex.apply_inverse_epochs(ep_np, inv_fix2, 0.1, "MNE", tmin=np.float64(0), sfreq=250)
 bp = ex.BandPower(100.0, 5, {"a": (0.0, 50.0)}, method="welch", n_fft=4)
 ex.apply_inverse_epochs(ep_np, inv_loose, 1 / 9, "dSPM", reduce=bp, chunk_size=2)
 ex.apply_inverse_cov(cov, inv_loose, 1 / 9, "dSPM")

@@ -387,3 +387,51 @@ def test_traced_operator_or_lambda2_uses_the_device_path(problem):
     assert np.isfinite(float(g)) and float(g) != 0.0
     with pytest.raises(ValueError, match="iterable of chunks"):
         jax.jit(lambda lam: ex.apply_inverse_epochs(iter([ep]), inv, lam).data)(0.2)
+
+
+def test_times_of_array_input(problem):
+    """tmin (s) and sfreq (Hz) set the estimate's times for array input, on
+    every path; bad values name the argument."""
+    inv, ep, raw = problem["inv"], problem["epochs"], problem["raw"]
+    kw = dict(tmin=-0.1, sfreq=250.0)
+    want = -0.1 + np.arange(ep.shape[-1]) / 250.0
+    stcs = {
+        "evoked": ex.apply_inverse(ep[0], inv, LAMBDA2, "MNE", **kw),
+        "epochs, in memory": ex.apply_inverse_epochs(
+            jnp.asarray(ep), inv, LAMBDA2, "MNE", **kw
+        ),
+        "epochs, streamed": ex.apply_inverse_epochs(
+            ep, inv, LAMBDA2, "MNE", chunk_size=10, **kw
+        ),
+    }
+    for name, stc in stcs.items():
+        assert stc.tstep == 1 / 250.0, name
+        np.testing.assert_allclose(stc.times, want, rtol=0, atol=1e-15, err_msg=name)
+    # raw: tmin is the time of sample 0, the estimate starts at `start`
+    stc = ex.apply_inverse_raw(raw, inv, LAMBDA2, "MNE", start=100, stop=300, **kw)
+    assert stc.tmin == pytest.approx(-0.1 + 100 / 250.0, abs=1e-15)
+    assert stc.n_times == 200
+    it = ex.apply_inverse_raw(
+        (raw[:, i : i + 350] for i in (0, 350)), inv, LAMBDA2, "MNE",
+        buffer_size=350, **kw,
+    )  # fmt: skip
+    assert it.tmin == -0.1 and it.tstep == 1 / 250.0
+    # defaults: times in samples
+    stc = ex.apply_inverse_raw(raw, inv, LAMBDA2, "MNE", start=100, stop=300)
+    assert (stc.tmin, stc.tstep) == (100.0, 1.0)
+    for bad, err, match in (
+        (dict(sfreq=0.0), ValueError, "sfreq"),
+        (dict(sfreq=np.inf), ValueError, "sfreq"),
+        (dict(sfreq="250"), TypeError, "sfreq"),
+        (dict(tmin=np.nan), ValueError, "tmin"),
+        (dict(tmin=True), TypeError, "tmin"),
+        (dict(tmin=np.zeros(2)), ValueError, "tmin"),
+    ):
+        with pytest.raises(err, match=match):
+            ex.apply_inverse(ep[0], inv, LAMBDA2, "MNE", **bad)
+        with pytest.raises(err, match=match):
+            ex.apply_inverse_epochs(ep, inv, LAMBDA2, "MNE", **bad)
+    with pytest.raises(TypeError, match="tmin must be a concrete number"):
+        jax.jit(lambda t: ex.apply_inverse(ep[0], inv, LAMBDA2, "MNE", tmin=t).data)(
+            0.0
+        )

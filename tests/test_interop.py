@@ -179,6 +179,16 @@ def test_epochs_match_mne(P):
         assert type(b) is type(r)
         np.testing.assert_array_equal(b.times, r.times)
         np.testing.assert_array_equal(b.data, stc.data[k])
+    # the same epochs as an array: tmin and sfreq give MNE's times
+    arr = P["epochs"].get_data(picks=list(P["inv_x"].ch_names))
+    sfreq = P["epochs"].info["sfreq"]
+    stc_a = ex.apply_inverse_epochs(
+        arr, P["inv_x"], LAMBDA2, "dSPM", tmin=P["epochs"].tmin, sfreq=sfreq
+    )
+    np.testing.assert_allclose(stc_a.times, ref[0].times, rtol=0, atol=1e-12)
+    assert _rel(stc_a.data, stc.data) <= TOL
+    with pytest.raises(ValueError, match="tmin and sfreq are for array epochs"):
+        ex.apply_inverse_epochs(P["epochs"], P["inv_x"], LAMBDA2, sfreq=sfreq)
 
 
 def test_raw_start_stop_matches_mne(P):
@@ -191,6 +201,20 @@ def test_raw_start_stop_matches_mne(P):
     assert _rel(stc.data, ref.data) <= TOL
     assert stc.tmin == ref.tmin and stc.tstep == ref.tstep
     np.testing.assert_array_equal(to_mne(stc).times, ref.times)
+    # the same recording as an array: tmin (time of sample 0) and sfreq give
+    # MNE's times for the start / stop window
+    raw = P["raw"]
+    arr = raw.get_data(picks=list(P["inv_x"].ch_names))
+    stc_a = ex.apply_inverse_raw(
+        arr, P["inv_x"], LAMBDA2, "sLORETA", tmin=raw.first_time,
+        sfreq=raw.info["sfreq"], **kw,
+    )  # fmt: skip
+    np.testing.assert_allclose(stc_a.times, ref.times, rtol=0, atol=1e-12)
+    assert _rel(stc_a.data, ref.data) <= TOL
+    with pytest.raises(ValueError, match="tmin and sfreq are for array raw"):
+        ex.apply_inverse_raw(raw, P["inv_x"], LAMBDA2, tmin=0.0)
+    with pytest.raises(ValueError, match="tmin and sfreq are for array data"):
+        ex.apply_inverse(P["ev_s"], P["inv_x"], LAMBDA2, tmin=0.0)
 
 
 # --------------------------------------------------------------------------- #
