@@ -464,3 +464,36 @@ def as_vertices(x: Any) -> Vertices | None:
 
 #: The kinds of source spaces (MNE-Python's ``SourceSpaces.kind``).
 SRC_KINDS = ("surface", "volume", "discrete", "mixed")
+
+
+def as_times(name: str, tmin: Any, sfreq: Any, got: Any = None) -> tuple[float, float]:
+    """``(tmin, tstep)`` of the estimate: from an MNE object (``got``), else
+    from ``tmin`` (s, default 0) and ``sfreq`` (Hz; default: times in samples,
+    ``tstep = 1``). Both are metadata: concrete numbers, checked eagerly."""
+    if got is not None:
+        if tmin is not None or sfreq is not None:
+            raise ValueError(
+                f"tmin and sfreq are for array {name}: an MNE object brings its own "
+                f"times (tmin={got.tmin!r} s, sfreq={1.0 / got.tstep!r} Hz)."
+            )
+        return got.tmin, got.tstep
+    t0, step = 0.0, 1.0
+    for arg, value in (("tmin", tmin), ("sfreq", sfreq)):
+        if value is None:
+            continue
+        check_real_scalar(arg, value)
+        if not is_concrete(value):
+            raise TypeError(
+                f"{arg} must be a concrete number (it is the estimate's metadata), "
+                "got a traced value."
+            )
+        v = float(np.asarray(value))
+        if arg == "tmin":
+            if not np.isfinite(v):
+                raise ValueError(f"tmin must be finite (s), got {value!r}.")
+            t0 = v
+        else:
+            if not (np.isfinite(v) and v > 0):
+                raise ValueError(f"sfreq must be finite and > 0 (Hz), got {value!r}.")
+            step = 1.0 / v
+    return t0, step

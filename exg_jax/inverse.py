@@ -32,6 +32,7 @@ from ._validate import (
     all_zero,
     as_ch_names,
     as_int,
+    as_times,
     as_vertices,
     check_array,
     check_finite,
@@ -710,39 +711,6 @@ def _apply(data, inv, lambda2, method, pick_ori, batch_size, tmin=0.0, tstep=1.0
     return _stc(inv, sol, method, pick_ori, status, tmin, tstep)
 
 
-def _times(name: str, tmin: Any, sfreq: Any, got: Any) -> tuple[float, float]:
-    """``(tmin, tstep)`` of the estimate: from an MNE object (``got``), else
-    from ``tmin`` (s, default 0) and ``sfreq`` (Hz; default: times in samples,
-    ``tstep = 1``). Both are metadata: concrete numbers, checked eagerly."""
-    if got is not None:
-        if tmin is not None or sfreq is not None:
-            raise ValueError(
-                f"tmin and sfreq are for array {name}: an MNE object brings its own "
-                f"times (tmin={got.tmin!r} s, sfreq={1.0 / got.tstep!r} Hz)."
-            )
-        return got.tmin, got.tstep
-    t0, step = 0.0, 1.0
-    for arg, value in (("tmin", tmin), ("sfreq", sfreq)):
-        if value is None:
-            continue
-        check_real_scalar(arg, value)
-        if not is_concrete(value):
-            raise TypeError(
-                f"{arg} must be a concrete number (it is the estimate's metadata), "
-                "got a traced value."
-            )
-        v = float(np.asarray(value))
-        if arg == "tmin":
-            if not np.isfinite(v):
-                raise ValueError(f"tmin must be finite (s), got {value!r}.")
-            t0 = v
-        else:
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"sfreq must be finite and > 0 (Hz), got {value!r}.")
-            step = 1.0 / v
-    return t0, step
-
-
 def apply_inverse(
     data: Real[ArrayLike, "chan time"] | NestedSequence | Any,
     inv: InverseOperator,
@@ -806,7 +774,7 @@ def apply_inverse(
     """
     method = _validate_operator(inv, method, pick_ori, lambda2)
     got = _stream.sensor_data_from_mne("data", data, inv.ch_names, ("Evoked",))
-    tmin, tstep = _times("data", tmin, sfreq, got)
+    tmin, tstep = as_times("data", tmin, sfreq, got)
     if got is not None:
         data = _op_dtype(got.data, inv)
         nave = got.nave if nave is None else nave
@@ -997,7 +965,7 @@ def apply_inverse_epochs(
     _check_reduce(reduce)
     devs = _stream.as_devices(devices)
     got = _stream.sensor_data_from_mne("epochs", epochs, inv.ch_names, ("BaseEpochs",))
-    tmin, tstep = _times("epochs", tmin, sfreq, got)
+    tmin, tstep = as_times("epochs", tmin, sfreq, got)
     if got is not None:
         epochs = _op_dtype(got.data, inv)
     check_not_mne("epochs", epochs)  # an mne.Epochs is iterable, not a chunk source
@@ -1180,7 +1148,7 @@ def apply_inverse_raw(
     got = _stream.sensor_data_from_mne(
         "raw", raw, inv.ch_names, ("BaseRaw",), start=start, stop=stop
     )
-    t0, tstep = _times("raw", tmin, sfreq, got)
+    t0, tstep = as_times("raw", tmin, sfreq, got)
     tmin = t0 if got is not None else None  # an array's: t0 + start * tstep below
     if got is not None:
         raw = _op_dtype(got.data, inv)

@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float, Real
 
 from ._numerics import combine_xyz, safe_sqrt, scale_of
-from ._typing import IntScalar, NestedSequence
-from ._validate import as_int, check_sensor_data, check_type
+from ._typing import IntScalar, NestedSequence, RealScalar
+from ._validate import as_int, as_times, check_sensor_data, check_type
 from .source_estimate import SourceEstimate
 from .status import SolverStatus
 
@@ -240,6 +240,8 @@ def apply_imaging_kernel(
     kernel: ImagingKernel,
     *,
     batch_size: IntScalar | None = None,
+    tmin: RealScalar | None = None,
+    sfreq: RealScalar | None = None,
 ) -> SourceEstimate:
     """Apply an imaging kernel to evoked data or a batch of epochs.
 
@@ -251,16 +253,21 @@ def apply_imaging_kernel(
         filters (``.imaging_kernel()``), or built by hand.
     batch_size : int or None
         Epochs per compiled step (``jax.lax.map``); None: one at a time.
+    tmin : float or None
+        Time of the first sample, s (None: 0).
+    sfreq : float > 0 or None
+        Sampling rate, Hz: ``stc.tstep = 1 / sfreq``. None: times in samples.
 
     Returns
     -------
     stc : SourceEstimate
         ``data`` (..., n_src, n_times) or (..., n_src, 3, n_times)
-        (``kernel.pick_ori == "vector"``).
+        (``kernel.pick_ori == "vector"``), with ``tmin`` / ``tstep``.
     """
     check_type("kernel", kernel, ImagingKernel, "an ImagingKernel")
     check_sensor_data("data", data, kernel.n_chan, (2, 3), "the kernel has")
     batch_size = as_int("batch_size", batch_size, minimum=1, allow_none=True)
+    t0, tstep = as_times("data", tmin, sfreq)
     sol = apply_prepared_jit(jnp.asarray(data), kernel, batch_size)
     return SourceEstimate(
         sol,
@@ -268,4 +275,6 @@ def apply_imaging_kernel(
         method=kernel.method,
         pick_ori=kernel.pick_ori,
         status=kernel.status,
+        tmin=t0,
+        tstep=tstep,
     )
