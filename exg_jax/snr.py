@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
 
+from . import _stream
 from ._typing import NestedSequence, RealScalar
 from ._validate import (
     check_array,
@@ -134,9 +135,9 @@ def _snr_kernel(data, whitener, eigen_fields, sing, nave, *, rank):
 
 
 def estimate_snr(
-    data: Real[ArrayLike, "chan time"] | NestedSequence,
+    data: Real[ArrayLike, "chan time"] | NestedSequence | Any,
     inv: InverseOperator,
-    nave: RealScalar = 1,
+    nave: RealScalar | None = None,
     *,
     throw: bool | np.bool_ = True,
 ) -> SnrEstimate:
@@ -144,14 +145,16 @@ def estimate_snr(
 
     Parameters
     ----------
-    data : Array, shape (n_chan, n_times), V
+    data : Array, shape (n_chan, n_times), V; or mne.Evoked
         Evoked (averaged) data on the inverse operator's channels, average
-        referenced like the operator's forward model.
+        referenced like the operator's forward model. An ``mne.Evoked`` needs
+        an operator with ``ch_names`` (as :func:`~exg_jax.apply_inverse`):
+        its channels are picked by name and its ``nave`` is used.
     inv : InverseOperator
         The inverse operator (built for single trials, nave = 1).
-    nave : int or float > 0
+    nave : int or float > 0, or None
         Number of averaged trials in ``data``; the noise covariance is divided
-        by ``nave``.
+        by ``nave``. None: ``evoked.nave`` for an ``mne.Evoked``, else 1.
     throw : bool
         What happens when the λ² search does not converge (some time point
         still above the χ² threshold after 1000 steps), as ``throw`` in
@@ -211,6 +214,12 @@ def estimate_snr(
     check_type(
         "inv", inv, InverseOperator, "an InverseOperator (from make_inverse_operator)"
     )
+    got = _stream.sensor_data_from_mne("data", data, inv.ch_names, ("Evoked",))
+    if got is not None:
+        data = np.asarray(got.data, inv.whitener.dtype)
+        nave = got.nave if nave is None else nave
+    elif nave is None:
+        nave = 1
     check_array("data", data)
     data = jnp.asarray(data)
     if data.ndim != 2:
