@@ -477,23 +477,23 @@ def as_times(name: str, tmin: Any, sfreq: Any, got: Any = None) -> tuple[float, 
                 f"times (tmin={got.tmin!r} s, sfreq={1.0 / got.tstep!r} Hz)."
             )
         return got.tmin, got.tstep
-    t0, step = 0.0, 1.0
-    for arg, value in (("tmin", tmin), ("sfreq", sfreq)):
-        if value is None:
-            continue
-        check_real_scalar(arg, value)
-        if not is_concrete(value):
-            raise TypeError(
-                f"{arg} must be a concrete number (it is the estimate's metadata), "
-                "got a traced value."
-            )
-        v = float(np.asarray(value))
-        if arg == "tmin":
-            if not np.isfinite(v):
-                raise ValueError(f"tmin must be finite (s), got {value!r}.")
-            t0 = v
-        else:
-            if not (np.isfinite(v) and v > 0):
-                raise ValueError(f"sfreq must be finite and > 0 (Hz), got {value!r}.")
-            step = 1.0 / v
-    return t0, step
+    t0 = 0.0 if tmin is None else _concrete_float("tmin", tmin)
+    if not np.isfinite(t0):
+        raise ValueError(f"tmin must be finite (s), got {tmin!r}.")
+    if sfreq is None:
+        return t0, 1.0
+    f = _concrete_float("sfreq", sfreq)
+    if not (np.isfinite(f) and f > 0):
+        raise ValueError(f"sfreq must be finite and > 0 (Hz), got {sfreq!r}.")
+    return t0, 1.0 / f
+
+
+def _concrete_float(name: str, value: Any) -> float:
+    """A real scalar as a Python float; a traced value is a ``TypeError``."""
+    check_real_scalar(name, value)
+    if not is_concrete(value):
+        raise TypeError(
+            f"{name} must be a concrete number (it is the estimate's metadata), "
+            "got a traced value."
+        )
+    return float(np.asarray(value))

@@ -1148,8 +1148,8 @@ def apply_inverse_raw(
     got = _stream.sensor_data_from_mne(
         "raw", raw, inv.ch_names, ("BaseRaw",), start=start, stop=stop
     )
-    t0, tstep = as_times("raw", tmin, sfreq, got)
-    tmin = t0 if got is not None else None  # an array's: t0 + start * tstep below
+    # the time of sample 0: an MNE Raw's is already that of its `start`
+    tmin, tstep = as_times("raw", tmin, sfreq, got)
     if got is not None:
         raw = _op_dtype(got.data, inv)
         start = stop = None
@@ -1182,8 +1182,7 @@ def apply_inverse_raw(
                 f"got start={start}, stop={stop}."
             )
         n_total = stop - start
-        if tmin is None:
-            tmin = t0 + start * tstep  # s, or samples without sfreq (tstep = 1)
+        tmin = tmin + start * tstep  # s, or samples without sfreq (tstep = 1)
         if not is_concrete(raw, inv, lambda2):  # traced: one program, no streaming
             if out is not None or devs is not None:
                 raise ValueError(
@@ -1231,5 +1230,4 @@ def apply_inverse_raw(
     )  # fmt: skip
     if reduce is not None:
         return res
-    tmin = t0 if tmin is None else tmin  # an iterable of chunks starts at t0
     return _stc(inv, res, method, pick_ori, kern.status, tmin, tstep)

@@ -32,7 +32,7 @@ from ._validate import (
     check_type,
     is_concrete,
 )
-from .inverse import InverseOperator
+from .inverse import InverseOperator, _op_dtype
 from .status import SolverStatus, check_status, error_if_failed, make_status
 
 __all__ = ["estimate_snr", "SnrEstimate"]
@@ -216,7 +216,7 @@ def estimate_snr(
     )
     got = _stream.sensor_data_from_mne("data", data, inv.ch_names, ("Evoked",))
     if got is not None:
-        data = np.asarray(got.data, inv.whitener.dtype)
+        data = _op_dtype(got.data, inv)
         nave = got.nave if nave is None else nave
     elif nave is None:
         nave = 1
